@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine: `make run` (the demo) and `make test`.
+# Both create .venv and install the pinned dependencies (install/constraints.txt) first.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: run test venv lambda-zip clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py install/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c install/constraints.txt -e '.[demo,test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+# The connector as a Lambda deployment package for a real Greengrass v1 group (handler:
+# connector.handler.function_handler). MXNet, numpy and OpenCV come from the device (install/).
+lambda-zip: $(STAMP)
+	$(BIN)/python -m connector.packaging build/ggic-image-classification-lambda.zip
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,70 @@
+"""Errors the connector raises, one class per reason a caller or operator must tell apart.
+
+Request errors (`RequestError` and subclasses) are reported to the caller as a *Handled* function error, which
+the ML SDK turns into `GreengrassInferenceException`; the service keeps serving.  Start-up errors
+(`ConnectorStartError` and subclasses) stop the connector before it accepts work, with a message that says why.
+"""
+
+
+class ConnectorError(Exception):
+    """Base class of every error the connector raises on purpose."""
+
+
+# --- request errors: one request fails, the service goes on -------------------------------------------------
+
+class RequestError(ConnectorError):
+    """A request the connector refuses; `reason` is a short machine-readable tag (used in logs and metrics).
+
+    `expected` tells the Lambda runtime loop this is a refused request, not a bug: no traceback is logged.
+    """
+
+    reason = "bad-request"
+    expected = True
+
+
+class UnsupportedContentTypeError(RequestError):
+    reason = "unsupported-content-type"
+
+
+class EmptyBodyError(RequestError):
+    reason = "empty-body"
+
+
+class ContentMismatchError(RequestError):
+    """The bytes are not in the format the ContentType names."""
+
+    reason = "content-mismatch"
+
+
+class ImageDecodeError(RequestError):
+    reason = "undecodable-image"
+
+
+class ImageTooLargeError(RequestError):
+    reason = "image-too-large"
+
+
+# --- start-up errors: the connector does not start ----------------------------------------------------------
+
+class ConnectorStartError(ConnectorError):
+    """The connector cannot start with this configuration or on this machine."""
+
+
+class ConfigurationError(ConnectorStartError):
+    """A connector parameter (delivered as an environment variable) is missing or invalid."""
+
+
+class ModelArtifactError(ConnectorStartError):
+    """The model files at MLModelDestinationPath are missing, ambiguous or unreadable."""
+
+
+class UnsafeArchiveError(ModelArtifactError):
+    """A model.tar.gz member would land outside the extraction directory or is not a plain file/directory."""
+
+
+class TrainingJobError(ConnectorStartError):
+    """DescribeTrainingJob answered, and the job cannot have produced a usable image-classification model."""
+
+
+class AcceleratorUnavailableError(ConnectorStartError):
+    """GPUAcceleration=GPU was asked for and this machine or MXNet build cannot provide it."""

@@ -1,0 +1,121 @@
+"""Loading the SageMaker image-classification model into MXNet and running it.
+
+The artifact is an MXNet checkpoint whose graph ends in `SoftmaxOutput` named `softmax`: we bind a `Module` with no
+label (the label input is a free variable, hence `allow_missing=True`) at batch 1 and read `softmax_output`, which
+at inference is the class probabilities. We never depend on inner layer names, so transfer-learning models with
+another classifier name load too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .artifact import ModelArtifact, read_model_shapes
+from .errors import AcceleratorUnavailableError, ModelArtifactError
+from .training_job import TrainingJob
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_SHAPE = (3, 224, 224)
+
+
+@dataclass(frozen=True)
+class InputShape:
+    channels: int
+    height: int
+    width: int
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.channels},{self.height},{self.width}"
+
+
+def resolve_input_shape(artifact: ModelArtifact, job: Optional[TrainingJob]) -> InputShape:
+    """Training `image_shape` (DescribeTrainingJob) wins, then model-shapes.json, then 3,224,224."""
+    if job is not None:
+        shape = job.image_shape()
+        if shape is not None:
+            return InputShape(*shape, source=f"training job {job.name} hyperparameter image_shape")
+    shape = read_model_shapes(artifact.shapes_path)
+    if shape is not None:
+        return InputShape(*shape, source=str(artifact.shapes_path))
+    return InputShape(*DEFAULT_IMAGE_SHAPE, source="the algorithm's default image_shape")
+
+
+def engine_threads(workers: int = 1) -> int:
+    """Threads per worker so that workers × threads never exceeds the cores this process may use."""
+    override = os.environ.get("GGIC_ENGINE_THREADS")
+    if override:
+        return max(1, int(override))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
+
+
+def import_mxnet(threads: int):
+    """Import MXNet with its OpenMP thread count set first (it is read once, at import)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
+    os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+    import mxnet
+
+    return mxnet
+
+
+def select_context(mx, gpu_acceleration: str):
+    """mx.cpu() or mx.gpu(0); a GPU request that cannot be met stops the start with the reason."""
+    if gpu_acceleration != "GPU":
+        return mx.cpu()
+    if not mx.runtime.Features().is_enabled("CUDA"):
+        raise AcceleratorUnavailableError(
+            "GPUAcceleration=GPU, but the installed MXNet was built without CUDA: install a CUDA build of MXNet "
+            "(e.g. mxnet-cu112) or set GPUAcceleration=CPU")
+    if mx.context.num_gpus() < 1:
+        raise AcceleratorUnavailableError(
+            "GPUAcceleration=GPU, but no CUDA GPU is visible to MXNet on this machine: check the driver and "
+            "CUDA_VISIBLE_DEVICES, or set GPUAcceleration=CPU")
+    return mx.gpu(0)
+
+
+class ClassifierModel:
+    """One bound MXNet module at batch 1; `predict` maps a 1×C×H×W tensor to one probability per class."""
+
+    def __init__(self, artifact: ModelArtifact, shape: InputShape, gpu_acceleration: str = "CPU",
+                 threads: Optional[int] = None) -> None:
+        self.artifact = artifact
+        self.shape = shape
+        self.threads = threads or engine_threads()
+        mx = import_mxnet(self.threads)
+        self._mx = mx
+        self.context = select_context(mx, gpu_acceleration)
+        try:
+            symbol, arg_params, aux_params = mx.model.load_checkpoint(
+                str(artifact.directory / artifact.prefix), artifact.epoch)
+        except Exception as exc:  # MXNetError or a truncated file
+            raise ModelArtifactError(f"cannot load {artifact.describe()}: {exc}") from None
+        if "data" not in symbol.list_arguments():
+            raise ModelArtifactError(f"{artifact.symbol_path.name} has no input named 'data'")
+        self._module = mx.mod.Module(symbol=symbol, data_names=["data"], label_names=None, context=self.context)
+        try:
+            self._module.bind(for_training=False, data_shapes=[("data", self.input_dims)])
+            self._module.set_params(arg_params, aux_params, allow_missing=True)
+        except Exception as exc:
+            raise ModelArtifactError(
+                f"cannot bind {artifact.describe()} at input {self.input_dims}: {exc}") from None
+        self.num_classes = int(self._module.output_shapes[0][1][-1])
+        self._batch = mx.io.DataBatch
+        log.info("model %s bound on %s, input %s (from %s), %d classes, %d engine thread(s)",
+                 artifact.describe(), self.context, shape, shape.source, self.num_classes, self.threads)
+
+    @property
+    def input_dims(self) -> Tuple[int, int, int, int]:
+        return (1, self.shape.channels, self.shape.height, self.shape.width)
+
+    def predict(self, tensor: np.ndarray) -> np.ndarray:
+        data = self._mx.nd.array(tensor, ctx=self.context, dtype=np.float32)
+        self._module.forward(self._batch([data]), is_train=False)
+        return self._module.get_outputs()[0].asnumpy()[0].astype(np.float32, copy=False)

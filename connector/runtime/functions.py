@@ -1,0 +1,185 @@
+"""The process of each long-lived function, and its lifecycle.
+
+States: STARTING (process spawned, handler module loading) → READY (it reported a successful initialization) →
+... → STOPPED. A process that exits while READY is reaped: the invocation it held gets an Unhandled error naming
+the exit status, and the process is started again after a back-off that doubles on each consecutive crash
+(the queue keeps the waiting requests meanwhile). A process that fails to initialize goes to FAILED_INIT and is
+retried with the same back-off; `ggic run` refuses to come up while a connector is in that state.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+from .invocations import FunctionQueue
+
+log = logging.getLogger("ggic.runtime")
+
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 30.0
+STOP_GRACE_S = 5.0
+
+
+class FunctionState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED_INIT = "failed-init"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+@dataclass
+class FunctionSpec:
+    """What to run for one function and with which environment."""
+
+    arn: str
+    handler: str                       # `package.module.function` or `/path/file.py:function`
+    log_path: Path
+    encoding: str = "json"             # how the event reaches the handler: JSON-decoded or raw bytes
+    environment: Dict[str, str] = field(default_factory=dict)
+    working_dir: Optional[Path] = None
+    is_connector: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.arn.split(":function:", 1)[-1]
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class FunctionProcess:
+    """Owns one function's process: spawns it, reaps it, restarts it, stops it."""
+
+    def __init__(self, spec: FunctionSpec, queue: FunctionQueue, core_environment: Dict[str, str]) -> None:
+        self.spec = spec
+        self.queue = queue
+        self.core_environment = core_environment
+        self.state = FunctionState.STOPPED
+        self.init_error = ""
+        self.restarts = 0
+        self._process: Optional[subprocess.Popen] = None
+        self._lock = threading.Lock()
+        self._state_changed = threading.Condition(self._lock)
+        self._stopping = False
+        self._consecutive_failures = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            self._stopping = False
+            self._spawn_locked()
+
+    def _environment(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.core_environment)
+        env.update(self.spec.environment)
+        env.update({
+            "MY_FUNCTION_ARN": self.spec.arn,
+            "GGIC_HANDLER": self.spec.handler,
+            "ENCODING_TYPE": self.spec.encoding,
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    def _spawn_locked(self) -> None:
+        self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.spec.log_path, "ab") as log_file:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "connector.runtime.lambda_runtime"],
+                env=self._environment(), cwd=str(self.spec.working_dir or Path.cwd()),
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        self._set_state_locked(FunctionState.STARTING)
+        log.info("started %s (pid %d), log %s", self.spec.arn, self._process.pid, self.spec.log_path)
+        threading.Thread(target=self._reap, args=(self._process,), name=f"reap-{self.spec.name}",
+                         daemon=True).start()
+
+    def _set_state_locked(self, state: FunctionState) -> None:
+        self.state = state
+        self._state_changed.notify_all()
+
+    def initialized(self, success: bool, response: str) -> None:
+        """The function's runtime loop reported (PUT .../initialized)."""
+        with self._lock:
+            if success:
+                self._consecutive_failures = 0
+                self.init_error = ""
+                self._set_state_locked(FunctionState.READY)
+            else:
+                self.init_error = response
+                self._set_state_locked(FunctionState.FAILED_INIT)
+        if success:
+            log.info("%s is ready", self.spec.arn)
+        else:
+            log.error("%s failed to initialize: %s", self.spec.arn, response)
+
+    def wait_settled(self, timeout: float) -> FunctionState:
+        """Wait until the function is READY or has failed its initialization (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.state in (FunctionState.STARTING,) and time.monotonic() < deadline:
+                self._state_changed.wait(deadline - time.monotonic())
+            return self.state
+
+    def _reap(self, process: subprocess.Popen) -> None:
+        returncode = process.wait()
+        with self._lock:
+            if self._stopping or process is not self._process:
+                return
+            how = describe_exit(returncode)
+            was = self.state
+            if was == FunctionState.STARTING:  # died before it could report: an initialization failure
+                self.init_error = self.init_error or f"the process ended during initialization ({how})"
+            lost = self.queue.fail_in_flight(
+                f"function {self.spec.arn} ended unexpectedly ({how}) while handling this request")
+            self._consecutive_failures += 1
+            self.restarts += 1
+            delay = min(BACKOFF_MAX_S, BACKOFF_START_S * 2 ** (self._consecutive_failures - 1))
+            self._set_state_locked(FunctionState.FAILED_INIT if was in (FunctionState.STARTING,
+                                                                        FunctionState.FAILED_INIT)
+                                   else FunctionState.BACKOFF)
+        log.error("%s ended (%s) in state %s; %d request(s) in flight answered with an Unhandled error; "
+                  "restarting in %.0f s", self.spec.arn, how, was.value, lost, delay)
+        timer = threading.Timer(delay, self._restart)
+        timer.daemon = True
+        timer.start()
+
+    def _restart(self) -> None:
+        with self._lock:
+            if not self._stopping:
+                self._spawn_locked()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            process = self._process
+            self._set_state_locked(FunctionState.STOPPED)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._process.pid if self._process else None

@@ -1,0 +1,252 @@
+"""The Greengrass v1 Lambda IPC HTTP server (API version 2016-11-01).
+
+Routes, all under `/2016-11-01/functions/<function ARN, raw>` and all requiring `Authorization: <token>`:
+
+| method | path suffix    | who calls it                | what it does                                           |
+|--------|----------------|-----------------------------|--------------------------------------------------------|
+| POST   | (none)         | a caller (SDK `invoke`)     | queue an invocation, answer `X-Amz-InvocationId`       |
+| GET    | (none)         | the caller, with that id    | long-poll the result; `X-Amz-Function-Error` always set |
+| GET    | `/work`        | the function's runtime loop | long-poll the next invocation                          |
+| POST   | `/work`        | the function's runtime loop | post the result (or a Handled error)                   |
+| PUT    | `/initialized` | the function's runtime loop | report whether the handler module loaded               |
+
+Errors are answered as JSON `{"errorMessage": ...}` with a 4xx/5xx status; the IPC client raises on them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.server
+import json
+import logging
+import select
+import socket
+import socketserver
+from typing import Callable, Optional, Tuple
+
+from .invocations import (
+    EVENT,
+    HANDLED,
+    INVOCATION_TYPES,
+    Dispatcher,
+    FunctionNotFoundError,
+    InvocationNotFoundError,
+    QueueFullError,
+)
+
+log = logging.getLogger("ggic.ipc")
+
+API_PREFIX = "/2016-11-01/functions/"
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+_POLL_SLICE_S = 1.0
+
+# Called with (function_arn, success, response_text) when a function reports its initialization.
+InitializationListener = Callable[[str, bool, str], None]
+
+
+class IPCError(Exception):
+    """An error answered to the IPC client with an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def split_path(path: str) -> Tuple[str, str]:
+    """`/2016-11-01/functions/<arn>[/work|/initialized]` → (arn, suffix)."""
+    if not path.startswith(API_PREFIX):
+        raise IPCError(404, f"no such route: {path}")
+    rest = path[len(API_PREFIX):].split("?", 1)[0]
+    for suffix in ("/work", "/initialized"):
+        if rest.endswith(suffix):
+            return rest[: -len(suffix)], suffix
+    return rest, ""
+
+
+class IPCServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """One thread per connection; connections are kept alive, long polls hold their thread."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: Tuple[str, int], dispatcher: Dispatcher, token: str,
+                 on_initialized: Optional[InitializationListener] = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.dispatcher = dispatcher
+        self.token = token
+        self.on_initialized = on_initialized or (lambda arn, ok, text: None)
+        self.max_body_bytes = max_body_bytes
+        self.stopping = False
+        super().__init__(address, _Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        super().shutdown()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: IPCServer
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+
+    def log_message(self, fmt: str, *args) -> None:  # route access logs through logging, at DEBUG
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            self._authorize()
+            arn, suffix = split_path(self.path)
+            route = {
+                ("POST", ""): self._invoke,
+                ("GET", ""): self._get_result,
+                ("GET", "/work"): self._get_work,
+                ("POST", "/work"): self._post_result,
+                ("PUT", "/initialized"): self._initialized,
+            }.get((method, suffix))
+            if route is None:
+                raise IPCError(405, f"{method} is not supported on {self.path}")
+            route(arn)
+        except IPCError as exc:
+            self._send_error(exc.status, str(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # never let one request take the server down
+            log.exception("IPC request %s %s failed", method, self.path)
+            self._send_error(500, f"internal error in the Greengrass runtime: {exc}")
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def _authorize(self) -> None:
+        supplied = self.headers.get("Authorization", "")
+        if not supplied or not hmac.compare_digest(supplied.encode(), self.server.token.encode()):
+            self.close_connection = True  # the body, if any, is left unread
+            reason = "missing" if not supplied else "not valid for this runtime"
+            raise IPCError(401, f"the Authorization token is {reason}: use the AWS_CONTAINER_AUTHORIZATION_TOKEN "
+                                f"of this runtime (see `ggic env`)")
+
+    def _read_body(self) -> bytes:
+        length_text = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            raise IPCError(411, "chunked request bodies are not supported: send Content-Length")
+        length = int(length_text or 0)
+        if length > self.server.max_body_bytes:
+            self.close_connection = True  # refuse before reading a byte of it
+            raise IPCError(413, f"request body of {length} bytes exceeds the runtime's limit of "
+                                f"{self.server.max_body_bytes} bytes")
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes = b"", headers: Optional[dict] = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def _send_error(self, status: int, message: str) -> None:
+        body = json.dumps({"errorMessage": message}).encode("utf-8")
+        try:
+            self._send(status, body, {"Content-Type": "application/json"})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _client_gone(self) -> bool:
+        """True when the peer closed its end (a long-polling process that died)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    # --- routes --------------------------------------------------------------------------------------------
+
+    def _invoke(self, arn: str) -> None:
+        invocation_type = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+        if invocation_type not in INVOCATION_TYPES:
+            self._read_body()
+            raise IPCError(400, f"X-Amz-Invocation-Type {invocation_type!r} is not one of {INVOCATION_TYPES}")
+        payload = self._read_body()
+        client_context = self.headers.get("X-Amz-Client-Context", "")
+        try:
+            invocation = self.server.dispatcher.submit(arn, payload, client_context, invocation_type)
+        except FunctionNotFoundError as exc:
+            raise IPCError(404, str(exc)) from None
+        except QueueFullError as exc:
+            raise IPCError(429, str(exc)) from None
+        status = 202 if invocation_type == EVENT else 200
+        self._send(status, headers={"X-Amz-InvocationId": invocation.id})
+
+    def _get_result(self, arn: str) -> None:
+        invocation_id = self.headers.get("X-Amz-InvocationId", "")
+        try:
+            invocation = self.server.dispatcher.result(invocation_id)
+        except InvocationNotFoundError as exc:
+            raise IPCError(404, str(exc)) from None
+        while not invocation.wait(_POLL_SLICE_S):
+            if self.server.stopping or self._client_gone():
+                raise IPCError(503, "the Greengrass runtime is stopping")
+        self._send(200, invocation.result or b"", {"X-Amz-Function-Error": invocation.function_error})
+        self.server.dispatcher.forget(invocation_id)
+
+    def _get_work(self, arn: str) -> None:
+        try:
+            queue = self.server.dispatcher.queue(arn)
+        except FunctionNotFoundError as exc:
+            raise IPCError(404, str(exc)) from None
+        while True:
+            if self.server.stopping:
+                raise IPCError(503, "the Greengrass runtime is stopping")
+            invocation = queue.take(_POLL_SLICE_S, still_wanted=lambda: not self._client_gone())
+            if invocation is not None:
+                break
+            if self._client_gone():
+                self.close_connection = True
+                return
+        self._send(200, invocation.payload, {
+            "X-Amz-InvocationId": invocation.id,
+            "X-Amz-Client-Context": invocation.client_context,
+        })
+
+    def _post_result(self, arn: str) -> None:
+        payload = self._read_body()
+        invocation_id = self.headers.get("X-Amz-InvocationId", "")
+        function_error = self.headers.get("X-Amz-Function-Error", "")
+        if function_error not in ("", HANDLED):
+            raise IPCError(400, f"X-Amz-Function-Error {function_error!r} is not 'Handled'")
+        try:
+            queue = self.server.dispatcher.queue(arn)
+            queue.complete(invocation_id, payload, function_error)
+        except (FunctionNotFoundError, InvocationNotFoundError) as exc:
+            raise IPCError(404, str(exc)) from None
+        self._send(202)
+
+    def _initialized(self, arn: str) -> None:
+        body = self._read_body()
+        try:
+            report = json.loads(body or b"{}")
+            success, response = bool(report.get("Success")), str(report.get("Response", ""))
+        except (ValueError, AttributeError):
+            raise IPCError(400, "the initialization result must be JSON {\"Success\": bool, \"Response\": str}")
+        try:
+            self.server.dispatcher.queue(arn)
+        except FunctionNotFoundError as exc:
+            raise IPCError(404, str(exc)) from None
+        self.server.on_initialized(arn, success, response)
+        self._send(202)

@@ -1,0 +1,225 @@
+"""The local Greengrass runtime behind `ggic run`: one IPC server plus the long-lived functions of a group.
+
+It gives every function the environment a Greengrass core gives a Lambda, hosts each image classification
+connector as `arn:aws:lambda:<region>:aws:function:GG-ML-INF-image-classification-<LocalInferenceServiceName>`,
+and writes `<state-dir>/env` so that other processes (`ggic env`, `ggic invoke`) can act as Lambdas of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .functions import FunctionProcess, FunctionSpec, FunctionState
+from .invocations import DEFAULT_MAX_WORK_ITEMS, Dispatcher, unqualified_arn
+from .ipc_server import IPCServer
+
+log = logging.getLogger("ggic.runtime")
+
+# What greengrasssdk 1.6.1 and the ML SDK expect from a Greengrass 1.11 core.
+GGC_MAX_INTERFACE_VERSION = "1.5"
+ROUTER_FUNCTION_ARN = "arn:aws:lambda:::function:GGRouter"
+SHADOW_FUNCTION_ARN = "arn:aws:lambda:::function:GGShadowService"
+SECRETS_MANAGER_FUNCTION_ARN = "arn:aws:lambda:::function:GGSecretManager:1"
+DEFAULT_ACCOUNT_ID = "000000000000"
+CLIENT_FUNCTION_NAME = "ggic-client"
+CONNECTOR_HANDLER = "connector.handler.function_handler"
+INITIALIZATION_TIMEOUT_S = 300.0
+
+
+class RuntimeStartError(RuntimeError):
+    """The runtime could not come up (a port in use, a connector that failed to initialize, ...)."""
+
+
+@dataclass
+class RuntimeConfig:
+    state_dir: Path
+    region: str
+    account_id: str = DEFAULT_ACCOUNT_ID
+    host: str = "127.0.0.1"
+    port: int = 8000
+    greengrass_root: Optional[Path] = None
+    max_work_items: int = DEFAULT_MAX_WORK_ITEMS
+
+    @property
+    def root(self) -> Path:
+        return self.greengrass_root or self.state_dir / "greengrass"
+
+    @property
+    def user_log_dir(self) -> Path:
+        return self.root / "ggc" / "var" / "log" / "user" / self.region
+
+
+@dataclass
+class ConnectorDeployment:
+    """One connector of the connector definition, as the runtime hosts it."""
+
+    connector_id: str
+    connector_arn: str
+    function_arn: str
+    parameters: Dict[str, str] = field(default_factory=dict)
+
+
+def lambda_function_spec(target: str, config: RuntimeConfig) -> FunctionSpec:
+    """`--lambda PATH.py[:handler]` or `--lambda package.module[.handler]` → a function of this runtime."""
+    path_text, _, handler_name = target.partition(".py:")
+    path = Path(path_text if handler_name else target)
+    if path.suffix == ".py" or handler_name:
+        path = Path(path_text + ".py") if handler_name else path
+        if not path.is_file():
+            raise RuntimeStartError(f"--lambda {target}: no such file {path}")
+        name, handler = path.stem, f"{path.resolve()}:{handler_name or 'function_handler'}"
+        working_dir = path.resolve().parent
+    else:
+        name, handler, working_dir = target.rsplit(".", 1)[-1], f"{target}.function_handler", None
+    name = re.sub(r"[^a-zA-Z0-9_-]", "-", name)
+    arn = f"arn:aws:lambda:{config.region}:{config.account_id}:function:{name}"
+    return FunctionSpec(arn=arn, handler=handler, working_dir=working_dir,
+                        log_path=config.user_log_dir / config.account_id / f"{name}.log")
+
+
+def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfig) -> FunctionSpec:
+    name = connector.function_arn.split(":function:", 1)[1]
+    environment = dict(connector.parameters)
+    environment.update({
+        "GGIC_CONNECTOR_ARN": connector.connector_arn,
+        "GGIC_CONNECTOR_ID": connector.connector_id,
+        "GGIC_MODEL_CACHE": str(config.state_dir / "model-cache"),
+    })
+    return FunctionSpec(arn=connector.function_arn, handler=CONNECTOR_HANDLER, encoding="binary",
+                        environment=environment, log_path=config.user_log_dir / "aws" / f"{name}.log",
+                        is_connector=True)
+
+
+class Runtime:
+    """Starts the IPC server and the functions, reports readiness, stops everything on request."""
+
+    def __init__(self, config: RuntimeConfig, connectors: List[ConnectorDeployment],
+                 lambdas: List[str]) -> None:
+        self.config = config
+        self.token = secrets.token_urlsafe(32)  # fresh for every start
+        self.dispatcher = Dispatcher()
+        self.specs: List[FunctionSpec] = [connector_function_spec(c, config) for c in connectors]
+        self.specs += [lambda_function_spec(target, config) for target in lambdas]
+        self.functions: Dict[str, FunctionProcess] = {}
+        self.server: Optional[IPCServer] = None
+        self._server_thread: Optional[threading.Thread] = None
+        arns = [spec.arn for spec in self.specs]
+        duplicates = sorted({arn for arn in arns if arns.count(arn) > 1})
+        if duplicates:
+            raise RuntimeStartError(f"two functions would have the same ARN: {', '.join(duplicates)}")
+
+    @property
+    def env_file(self) -> Path:
+        return self.config.state_dir / "env"
+
+    @property
+    def state_file(self) -> Path:
+        return self.config.state_dir / "runtime.json"
+
+    def core_environment(self) -> Dict[str, str]:
+        """The variables a Greengrass core sets for every Lambda (MY_FUNCTION_ARN is set per function)."""
+        assert self.server is not None
+        return {
+            "AWS_REGION": self.config.region,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": self.token,
+            "GG_DAEMON_PORT": str(self.server.port),
+            "GGC_MAX_INTERFACE_VERSION": GGC_MAX_INTERFACE_VERSION,
+            "ROUTER_FUNCTION_ARN": ROUTER_FUNCTION_ARN,
+            "SHADOW_FUNCTION_ARN": SHADOW_FUNCTION_ARN,
+            "SECRETS_MANAGER_FUNCTION_ARN": SECRETS_MANAGER_FUNCTION_ARN,
+        }
+
+    def client_environment(self) -> Dict[str, str]:
+        """The environment of a process that acts as a Lambda of this runtime (`ggic env`)."""
+        env = self.core_environment()
+        env["MY_FUNCTION_ARN"] = (f"arn:aws:lambda:{self.config.region}:{self.config.account_id}:"
+                                  f"function:{CLIENT_FUNCTION_NAME}")
+        return env
+
+    def start(self) -> None:
+        state_dir = self.config.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(state_dir, 0o700)
+        try:
+            self.server = IPCServer((self.config.host, self.config.port), self.dispatcher, self.token,
+                                    on_initialized=self._on_initialized)
+        except OSError as exc:
+            raise RuntimeStartError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
+        self._server_thread = threading.Thread(target=self.server.serve_forever, name="ipc-server", daemon=True)
+        self._server_thread.start()
+        log.info("Greengrass IPC server listening on %s:%d", self.config.host, self.server.port)
+
+        core_env = self.core_environment()
+        for spec in self.specs:
+            queue = self.dispatcher.add_function(spec.arn, self.config.max_work_items)
+            self.functions[queue.function_arn] = FunctionProcess(spec, queue, core_env)
+        for function in self.functions.values():
+            function.start()
+
+        for function in self.functions.values():
+            if not function.spec.is_connector:
+                continue
+            state = function.wait_settled(INITIALIZATION_TIMEOUT_S)
+            if state != FunctionState.READY:
+                reason = function.init_error or f"not initialized after {INITIALIZATION_TIMEOUT_S:.0f} s"
+                self.stop()
+                raise RuntimeStartError(f"connector function {function.spec.arn} failed to start: {reason} "
+                                        f"(log: {function.spec.log_path})")
+        self._write_state()
+        log.info("runtime ready: %d function(s) on %s:%d; client environment in %s",
+                 len(self.functions), self.config.host, self.server.port, self.env_file)
+
+    def _on_initialized(self, function_arn: str, success: bool, response: str) -> None:
+        function = self.functions.get(unqualified_arn(function_arn))
+        if function is not None:
+            function.initialized(success, response)
+
+    def _write_state(self) -> None:
+        env_lines = "".join(f"export {name}={value}\n" for name, value in sorted(self.client_environment().items()))
+        _write_private(self.env_file, env_lines)
+        state = {
+            "pid": os.getpid(),
+            "host": self.config.host,
+            "port": self.server.port if self.server else None,
+            "region": self.config.region,
+            "started": time.time(),
+            "functions": {arn: {"log": str(f.spec.log_path), "connector": f.spec.is_connector}
+                          for arn, f in self.functions.items()},
+        }
+        _write_private(self.state_file, json.dumps(state, indent=2))
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stopping = True
+        for function in self.functions.values():
+            function.stop()
+        for function in self.functions.values():
+            function.queue.fail_pending("the Greengrass runtime stopped before this request ran")
+            function.queue.fail_in_flight("the Greengrass runtime stopped while this request ran")
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for path in (self.env_file, self.state_file):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        log.info("runtime stopped")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds the runtime's token), atomically."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)

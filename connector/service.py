@@ -1,0 +1,73 @@
+"""The image classification inference service, in the handler shape model servers use:
+initialize (find and load the model) → preprocess (bytes → tensor) → inference (tensor → probabilities) →
+postprocess (probabilities → the connector's answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from . import artifact, imaging, training_job
+from .model import ClassifierModel, InputShape, resolve_input_shape
+from .parameters import ImageClassificationParameters, training_job_name
+
+log = logging.getLogger(__name__)
+
+RESPONSE_CONTENT_TYPE = "application/json"
+
+
+def format_probabilities(probabilities: np.ndarray) -> str:
+    """`[p0,p1,...]`: no spaces, each value the shortest text that reads back as the same float32."""
+    return "[" + ",".join(map(str, probabilities.astype(np.float32, copy=False))) + "]"
+
+
+class ImageClassificationService:
+    def __init__(self, parameters: ImageClassificationParameters) -> None:
+        self.parameters = parameters
+        self.model: Optional[ClassifierModel] = None
+
+    @property
+    def shape(self) -> InputShape:
+        assert self.model is not None, "initialize() first"
+        return self.model.shape
+
+    def initialize(self) -> None:
+        started = time.monotonic()
+        params = self.parameters
+        cache = os.environ.get("GGIC_MODEL_CACHE")
+        found = artifact.locate(Path(params.model_destination_path), Path(cache) if cache else None)
+        log.info("model artifact: %s", found.describe())
+
+        region = params.sagemaker_job_arn.split(":")[3]
+        job = training_job.describe(region, training_job_name(params.sagemaker_job_arn))
+        if job is not None:
+            job.check()
+        shape = resolve_input_shape(found, job)
+        log.info("input shape %s chosen from %s", shape, shape.source)
+
+        self.model = ClassifierModel(found, shape, params.gpu_acceleration)
+        expected = job.hyperparameter("num_classes") if job else None
+        if expected and expected.isdigit() and int(expected) != self.model.num_classes:
+            log.warning("the training job says num_classes=%s but the model outputs %d values",
+                        expected, self.model.num_classes)
+        log.info("service %s ready in %.2f s", params.service_name, time.monotonic() - started)
+
+    def preprocess(self, body: bytes, content_type: Optional[str]) -> np.ndarray:
+        shape = self.shape
+        return imaging.preprocess(body, content_type, shape.height, shape.width, shape.channels)
+
+    def inference(self, tensor: np.ndarray) -> np.ndarray:
+        assert self.model is not None, "initialize() first"
+        return self.model.predict(tensor)
+
+    def postprocess(self, probabilities: np.ndarray) -> Dict[str, str]:
+        return {"Body": format_probabilities(probabilities), "ContentType": RESPONSE_CONTENT_TYPE}
+
+    def handle(self, body: bytes, content_type: Optional[str]) -> Dict[str, str]:
+        return self.postprocess(self.inference(self.preprocess(body, content_type)))

@@ -1,0 +1,19 @@
+"""Read a "major.minor" interface version such as the core's GGC_MAX_INTERFACE_VERSION.
+
+SDKs compare only major and minor (same major, enough minor), so a patch part is accepted and ignored.
+"""
+from __future__ import annotations
+
+import re
+from typing import Tuple
+
+_VERSION = re.compile(r'\s*(\d+)\.(\d+)(?:\.\d+)*\s*')
+
+
+def parse_version(text: str) -> Tuple[int, int]:
+    """Return (major, minor); raise ValueError when the text is not of the form "1.5" (or "1.5.0")."""
+    match = _VERSION.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError('Cannot parse {!r} as an interface version; expected "<major>.<minor>", e.g. "1.5".'
+                         .format(text))
+    return int(match.group(1)), int(match.group(2))

