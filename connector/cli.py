@@ -93,13 +93,14 @@ def cmd_create_connector_definition(args: argparse.Namespace) -> int:
         return EXIT_SERVICE_ERROR
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    store = ConnectorDefinitionStore(args.state_dir, args.region or default_region() or DEFAULT_REGION)
-    response = store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags"))
+    region = _region(args, request["InitialVersion"].get("Connectors", []))
+    response = ConnectorDefinitionStore(args.state_dir, region).create(request.get("Name", ""), request["InitialVersion"], request.get("tags"))
     print(json.dumps(response, indent=4))
     return 0
 
 
-def _runtime_region(args: argparse.Namespace, connectors: List[Dict[str, Any]]) -> str:
+def _region(args: argparse.Namespace, connectors: List[Dict[str, Any]]) -> str:
+    """--region, else the standard AWS variables, else the connectors' own region, else us-east-1."""
     if args.region or default_region():
         return args.region or default_region()
     for connector in connectors:
@@ -126,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         connectors = record["Version"].get("Connectors", [])
     if not connectors and not args.lambdas:
         raise CLIError("nothing to run: give --connector-definition and/or --lambda")
-    region = _runtime_region(args, connectors)
+    region = _region(args, connectors)
     deployments = []
     for connector in connectors:
         spec = connector_spec(connector["ConnectorArn"])

@@ -1,0 +1,80 @@
+"""Shared fixtures: no test reaches AWS, the internet or the instance metadata service."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from material import DIGITS_MODEL, REPO
+
+# Before anything imports boto3: no real credentials, no metadata service, no endpoint overrides.
+for _name in list(os.environ):
+    if _name.startswith(("AWS_ACCESS_KEY", "AWS_SECRET", "AWS_SESSION", "AWS_PROFILE", "AWS_ENDPOINT_URL",
+                         "AWS_DEFAULT_PROFILE", "AWS_ROLE", "AWS_WEB_IDENTITY", "GGIC_")):
+        del os.environ[_name]
+os.environ.update({
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_DEFAULT_REGION": "us-west-2",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+})
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def efficientnet_model(tmp_path_factory) -> Path:
+    """The demo's real ImageNet model (EfficientNet-Lite0 from its PyPI wheel) in the SageMaker layout."""
+    from examples.models.efficientnet_lite0 import build
+
+    return build(tmp_path_factory.mktemp("efficientnet-lite0"))
+
+
+@pytest.fixture(scope="session")
+def digits_model() -> Path:
+    assert (DIGITS_MODEL / "image-classification-symbol.json").is_file()
+    return DIGITS_MODEL
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A real moto_server on 127.0.0.1, for SageMaker (and later S3) calls."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail("moto_server exited at start")
+            time.sleep(0.2)
+    else:
+        pytest.fail("moto_server did not listen within 60 s")
+    yield endpoint
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def sdk_env(monkeypatch):
+    """Make this test process a Lambda of the given runtime (what `eval "$(ggic env)"` does)."""
+    def apply(runtime) -> None:
+        for name, value in runtime.client_env.items():
+            monkeypatch.setenv(name, value)
+    return apply

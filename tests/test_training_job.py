@@ -1,0 +1,81 @@
+"""DescribeTrainingJob against a real moto_server on 127.0.0.1, through the standard AWS endpoint settings."""
+
+from __future__ import annotations
+
+import socket
+
+import boto3
+import pytest
+
+from conftest import free_port
+from ggic_runtime import GGICRuntime, connector_entry
+from material import photos
+
+IC_IMAGE = "433757028032.dkr.ecr.us-west-2.amazonaws.com/image-classification:1"
+XGBOOST_IMAGE = "246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-xgboost:1.7-1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-west-2"}
+SERVICE = "GG-ML-INF-image-classification-imageClassification"
+
+
+def create_job(endpoint: str, name: str, image: str, hyperparameters: dict) -> str:
+    sagemaker = boto3.client("sagemaker", endpoint_url=endpoint, region_name="us-west-2",
+                             aws_access_key_id="testing", aws_secret_access_key="testing")
+    response = sagemaker.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
+        RoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+        HyperParameters=hyperparameters,
+        OutputDataConfig={"S3OutputPath": "s3://sagemaker-models/output"},
+        ResourceConfig={"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600})
+    return response["TrainingJobArn"]
+
+
+def runtime_for(tmp_path, model, job_arn: str, env: dict) -> GGICRuntime:
+    return GGICRuntime(tmp_path / "state", [connector_entry(model, job_arn=job_arn)], extra_env=env)
+
+
+def test_image_shape_of_the_training_job_wins(tmp_path, moto_endpoint, digits_model, sdk_env):
+    arn = create_job(moto_endpoint, "digits-32", IC_IMAGE,
+                     {"image_shape": "3,32,32", "num_classes": "10", "num_layers": "20"})
+    env = dict(CREDENTIALS, AWS_ENDPOINT_URL_SAGEMAKER=moto_endpoint)
+    with runtime_for(tmp_path, digits_model, arn, env) as rt:
+        log = rt.log_of(SERVICE)
+        assert "input shape 3,32,32 chosen from training job digits-32 hyperparameter image_shape" in log
+        sdk_env(rt)
+        import greengrass_machine_learning_sdk as ml
+
+        response = ml.client("inference").invoke_inference_service(
+            AlgoType="image-classification", ServiceName="imageClassification", ContentType="image/png",
+            Body=photos()["camera"][1])
+        assert response["Body"].read().count(b",") == 9
+
+
+def test_a_job_of_another_algorithm_is_refused_at_start(tmp_path, moto_endpoint, digits_model):
+    arn = create_job(moto_endpoint, "not-image-classification", XGBOOST_IMAGE, {"num_round": "10"})
+    env = dict(CREDENTIALS, AWS_ENDPOINT_URL_SAGEMAKER=moto_endpoint)
+    rt = runtime_for(tmp_path, digits_model, arn, env).start(expect_ready=False)
+    try:
+        assert rt.wait_exit() != 0
+        assert "not the SageMaker image-classification algorithm" in rt.output()
+        assert "failed to start" in rt.output()
+    finally:
+        rt.stop()
+
+
+def test_an_unreachable_sagemaker_is_skipped_and_model_shapes_used(tmp_path, digits_model):
+    closed = free_port()  # nothing listens there
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", closed)) != 0
+    env = dict(CREDENTIALS, AWS_ENDPOINT_URL_SAGEMAKER=f"http://127.0.0.1:{closed}")
+    arn = "arn:aws:sagemaker:us-west-2:123456789012:training-job/digits"
+    with runtime_for(tmp_path, digits_model, arn, env) as rt:
+        log = rt.log_of(SERVICE)
+        assert "SageMaker is unreachable" in log
+        assert "input shape 3,28,28 chosen from" in log and "model-shapes.json" in log
+
+
+def test_without_credentials_describe_is_skipped(tmp_path, digits_model):
+    arn = "arn:aws:sagemaker:us-west-2:123456789012:training-job/digits"
+    with runtime_for(tmp_path, digits_model, arn, {}) as rt:
+        assert "no AWS credentials: skipping DescribeTrainingJob for digits" in rt.log_of(SERVICE)
