@@ -94,7 +94,8 @@ def cmd_create_connector_definition(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     region = _region(args, request["InitialVersion"].get("Connectors", []))
-    response = ConnectorDefinitionStore(args.state_dir, region).create(request.get("Name", ""), request["InitialVersion"], request.get("tags"))
+    store = ConnectorDefinitionStore(args.state_dir, region)
+    response = store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags"))
     print(json.dumps(response, indent=4))
     return 0
 

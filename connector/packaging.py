@@ -1,0 +1,46 @@
+"""`make lambda-zip`: the connector as a deployment package for a long-lived Lambda in a real Greengrass v1 group.
+
+The zip holds the `connector` package and `schemas/` side by side (where `connector.parameters` looks for them).
+Handler: `connector.handler.function_handler`; runtime python3.7+ (or python3.8 on newer cores); pinned
+(long-lived); input encoding binary. MXNet, numpy and OpenCV are not bundled: the device provides them (the
+connector documentation's install scripts, or `install/`), as with the original connector.
+"""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HANDLER = "connector.handler.function_handler"
+
+
+def package_files() -> list[tuple[Path, str]]:
+    files = [(path, path.relative_to(REPO).as_posix())
+             for path in sorted((REPO / "connector").rglob("*.py")) if "__pycache__" not in path.parts]
+    files += [(path, f"schemas/{path.name}") for path in sorted((REPO / "schemas").glob("*.json"))]
+    return files
+
+
+def build_zip(destination: Path) -> Path:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path, name in package_files():
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible bytes
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return destination
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    destination = Path(args[0] if args else "build/ggic-image-classification-lambda.zip")
+    build_zip(destination)
+    sys.stdout.write(f"{destination}: handler {HANDLER}, {len(package_files())} files\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
