@@ -88,7 +88,8 @@ def locate(destination: Path, cache_dir: Optional[Path] = None) -> ModelArtifact
     found = _search(destination)
     if found:
         return _choose(found, destination)
-    archives = sorted(destination.glob("*.tar.gz")) + sorted(destination.glob("*/*.tar.gz"))
+    archives = [path for path in sorted(destination.glob("*.tar.gz")) + sorted(destination.glob("*/*.tar.gz"))
+                if path.is_file()]
     if archives:
         archive = next((a for a in archives if a.name == ARCHIVE_NAME), archives[0])
         extracted = extract_cached(archive, cache_dir)
@@ -108,7 +109,7 @@ def read_model_shapes(path: Optional[Path]) -> Optional[Tuple[int, int, int]]:
         return None
     try:
         entries = json.loads(path.read_text())
-        entry = next(e for e in entries if e.get("name", "data") == "data")
+        entry = next(e for e in entries if isinstance(e, dict) and e.get("name", "data") == "data")
         shape = [int(v) for v in entry["shape"]]
     except (OSError, ValueError, TypeError, KeyError, StopIteration) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
@@ -132,7 +133,10 @@ def _digest(path: Path) -> str:
 def extract_cached(archive: Path, cache_dir: Optional[Path]) -> Path:
     """Extract `archive` once into `<cache_dir>/<digest>/`; later starts reuse it."""
     cache_root = cache_dir or Path(tempfile.gettempdir()) / f"ggic-model-cache-{os.getuid()}"
-    target = cache_root / _digest(archive)
+    try:
+        target = cache_root / _digest(archive)
+    except OSError as exc:
+        raise ModelArtifactError(f"cannot read {archive}: {exc}") from None
     if (target / ".complete").is_file():
         return target
     cache_root.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from greengrass_machine_learning_sdk.exception import MissingEnvironmentError
 
 # Service names, algorithm types and feedback config ids all become part of a function name.
+# fullmatch: '$' alone would also accept a trailing newline.
 NAME_PATTERN = re.compile(r'^[a-zA-Z0-9][a-zA-Z0-9-]{1,62}$')
 
 
@@ -18,7 +19,7 @@ def required(kwargs: Mapping[str, Any], name: str, operation: str) -> Any:
 
 
 def check_name(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise ValueError('"{}" must match {} (letters, digits and hyphens, 2-63 characters), got {!r}.'
                          .format(name, NAME_PATTERN.pattern, value))
     return value
