@@ -31,7 +31,8 @@ def runtime(tmp_path_factory, efficientnet_model, test_image):
     state = tmp_path_factory.mktemp("state")
     rt = GGICRuntime(state, [connector_entry(efficientnet_model)],
                      lambdas=[str(REPO / "examples" / "image_classification_lambda.py"),
-                              str(LAMBDAS / "echo.py"), str(LAMBDAS / "caller.py"), str(LAMBDAS / "failing.py")],
+                              str(LAMBDAS / "echo.py"), str(LAMBDAS / "caller.py"), "tests.lambdas.failing",
+                              str(LAMBDAS / "crashing.py")],
                      extra_env={"TEST_IMAGE": str(test_image)})
     with rt:
         yield rt
@@ -151,15 +152,16 @@ import greengrasssdk
 client = greengrasssdk.client('lambda')
 arn = 'arn:aws:lambda:{}:{}:function:{}'.format(os.environ['AWS_REGION'], os.environ['MY_FUNCTION_ARN'].split(':')[4], sys.argv[1])
 context = base64.b64encode(json.dumps({'custom': {'subject': 'tests'}}).encode())
-response = client.invoke(FunctionName=arn, Payload=json.dumps({'n': 7}), ClientContext=context)
+response = client.invoke(FunctionName=arn, Payload=sys.argv[2], ClientContext=context)
 payload = response['Payload']
 print(json.dumps({'payload_type': type(payload).__name__, 'function_error': response['FunctionError'],
                   'payload': json.loads(payload.read() if hasattr(payload, 'read') else payload)}))
 """
 
 
-def run_greengrasssdk(runtime, function_name: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", GREENGRASSSDK_CALL, function_name], env=runtime.client_env,
+def run_greengrasssdk(runtime, function_name: str, event: dict = {"n": 7}) -> dict:
+    result = subprocess.run([sys.executable, "-c", GREENGRASSSDK_CALL, function_name, json.dumps(event)],
+                            env=runtime.client_env,
                             capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr.decode()
     return json.loads(result.stdout)
@@ -207,3 +209,13 @@ def test_ggic_invoke_prints_top_k_with_labels(runtime, tmp_path):
     lines = result.stdout.decode().splitlines()
     assert len(lines) == 3
     assert "967" in lines[0] and "espresso" in lines[0]
+
+
+def test_a_function_process_that_dies_answers_unhandled_and_is_restarted(runtime):
+    before = run_greengrasssdk(runtime, "crashing", {})["payload"]["pid"]
+    crashed = run_greengrasssdk(runtime, "crashing", {"crash": True})
+    assert crashed["function_error"] == "Unhandled"
+    assert "ended unexpectedly (exit code 3) while handling this request" in crashed["payload"]["errorMessage"]
+    after = run_greengrasssdk(runtime, "crashing", {})  # queued until the restarted process takes it
+    assert after["function_error"] == ""
+    assert after["payload"]["pid"] != before

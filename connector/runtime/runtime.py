@@ -70,10 +70,9 @@ class ConnectorDeployment:
 
 def lambda_function_spec(target: str, config: RuntimeConfig) -> FunctionSpec:
     """`--lambda PATH.py[:handler]` or `--lambda package.module[.handler]` → a function of this runtime."""
-    path_text, _, handler_name = target.partition(".py:")
-    path = Path(path_text if handler_name else target)
-    if path.suffix == ".py" or handler_name:
-        path = Path(path_text + ".py") if handler_name else path
+    path_text, with_handler, handler_name = target.partition(".py:")
+    path = Path(path_text + ".py") if with_handler else Path(target)
+    if path.suffix == ".py":
         if not path.is_file():
             raise RuntimeStartError(f"--lambda {target}: no such file {path}")
         name, handler = path.stem, f"{path.resolve()}:{handler_name or 'function_handler'}"
