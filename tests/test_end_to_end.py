@@ -219,3 +219,23 @@ def test_a_function_process_that_dies_answers_unhandled_and_is_restarted(runtime
     after = run_greengrasssdk(runtime, "crashing", {})  # queued until the restarted process takes it
     assert after["function_error"] == ""
     assert after["payload"]["pid"] != before
+
+
+def test_health_check_api_reports_every_worker_like_a_core(runtime):
+    connection = http.client.HTTPConnection("127.0.0.1", runtime.port, timeout=10)
+    connection.request("GET", "/2016-11-01/health/workers")  # no token, as in the Greengrass documentation
+    response = connection.getresponse()
+    assert response.status == 200
+    workers = {w["FuncArn"]: w for w in json.loads(response.read())}
+    assert workers[CONNECTOR_ARN]["WorkerState"] in ("Waiting", "Working")
+    assert workers[CONNECTOR_ARN]["ProcessId"] > 0 and len(workers[CONNECTOR_ARN]["WorkerId"]) == 36
+    assert len(workers) == 6
+    echo = next(arn for arn in workers if arn.endswith(":function:echo"))
+    connection.request("POST", "/2016-11-01/health/workers",
+                       body=json.dumps({"FuncArns": [echo + ":$LATEST", "some-malformed-arn"]}))
+    answer = json.loads(connection.getresponse().read())
+    assert [w["FuncArn"] for w in answer["Workers"]] == [echo]
+    assert answer["InvalidArns"] == ["some-malformed-arn"]
+    connection.request("POST", "/2016-11-01/health/workers", body=b"[1, 2]")
+    refused = connection.getresponse()
+    assert refused.status == 400 and "FuncArns" in json.loads(refused.read())["errorMessage"]

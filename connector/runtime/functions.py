@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
@@ -75,6 +76,7 @@ class FunctionProcess:
         self.init_error = ""
         self.restarts = 0
         self._process: Optional[subprocess.Popen] = None
+        self.worker_id = ""
         self._lock = threading.Lock()
         self._state_changed = threading.Condition(self._lock)
         self._stopping = False
@@ -106,8 +108,10 @@ class FunctionProcess:
                 [sys.executable, "-m", "connector.runtime.lambda_runtime"],
                 env=self._environment(), cwd=str(self.spec.working_dir or Path.cwd()),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        self.worker_id = str(uuid.uuid4())
         self._set_state_locked(FunctionState.STARTING)
-        log.info("started %s (pid %d), log %s", self.spec.arn, self._process.pid, self.spec.log_path)
+        log.info("started %s (pid %d, worker %s), log %s", self.spec.arn, self._process.pid, self.worker_id,
+                 self.spec.log_path)
         threading.Thread(target=self._reap, args=(self._process,), name=f"reap-{self.spec.name}",
                          daemon=True).start()
 
@@ -183,3 +187,15 @@ class FunctionProcess:
     @property
     def pid(self) -> Optional[int]:
         return self._process.pid if self._process else None
+
+    def health(self) -> Dict[str, object]:
+        """A worker health information object, as the Greengrass health check API reports one."""
+        state = {
+            FunctionState.STARTING: "Starting",
+            FunctionState.READY: "Working" if self.queue.in_flight else "Waiting",
+            FunctionState.FAILED_INIT: "FailedInitialization",
+            FunctionState.BACKOFF: "NotStarted",
+            FunctionState.STOPPED: "Terminated",
+        }[self.state]
+        return {"FuncArn": self.spec.arn, "WorkerId": self.worker_id, "ProcessId": self.pid or 0,
+                "WorkerState": state}

@@ -90,6 +90,11 @@ class FunctionQueue:
         with self._cond:
             return len(self._pending)
 
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return len(self._in_flight)
+
     def submit(self, invocation: Invocation) -> None:
         with self._cond:
             if len(self._pending) >= self.max_items:

@@ -11,6 +11,9 @@ Routes, all under `/2016-11-01/functions/<function ARN, raw>` and all requiring 
 | PUT    | `/initialized` | the function's runtime loop | report whether the handler module loaded               |
 
 Errors are answered as JSON `{"errorMessage": ...}` with a 4xx/5xx status; the IPC client raises on them.
+
+The Greengrass health check API, `GET`/`POST /2016-11-01/health/workers`, answers without a token as a core does
+(it is read-only and the server listens on loopback): the state of every function's worker.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import select
 import socket
 import socketserver
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .invocations import (
     EVENT,
@@ -32,16 +35,20 @@ from .invocations import (
     FunctionNotFoundError,
     InvocationNotFoundError,
     QueueFullError,
+    unqualified_arn,
 )
 
 log = logging.getLogger("ggic.ipc")
 
 API_PREFIX = "/2016-11-01/functions/"
+HEALTH_PATH = "/2016-11-01/health/workers"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 _POLL_SLICE_S = 1.0
 
 # Called with (function_arn, success, response_text) when a function reports its initialization.
 InitializationListener = Callable[[str, bool, str], None]
+# Returns {function ARN: worker health information object} for the health check API.
+HealthReporter = Callable[[], Dict[str, dict]]
 
 
 class IPCError(Exception):
@@ -72,10 +79,12 @@ class IPCServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
     def __init__(self, address: Tuple[str, int], dispatcher: Dispatcher, token: str,
                  on_initialized: Optional[InitializationListener] = None,
+                 workers: Optional[HealthReporter] = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.dispatcher = dispatcher
         self.token = token
         self.on_initialized = on_initialized or (lambda arn, ok, text: None)
+        self.workers = workers or dict
         self.max_body_bytes = max_body_bytes
         self.stopping = False
         super().__init__(address, _Handler)
@@ -100,6 +109,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
+            if self.path.split("?", 1)[0] == HEALTH_PATH:
+                self._health(method)
+                return
             self._authorize()
             arn, suffix = split_path(self.path)
             route = {
@@ -176,6 +188,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return True
 
     # --- routes --------------------------------------------------------------------------------------------
+
+    def _health(self, method: str) -> None:
+        workers = self.server.workers()
+        if method == "GET":
+            answer: object = list(workers.values())
+        elif method == "POST":
+            try:
+                wanted = json.loads(self._read_body())["FuncArns"]
+                if not isinstance(wanted, list) or not all(isinstance(arn, str) for arn in wanted):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                raise IPCError(400, 'Invalid request: use {"FuncArns":["function-1-arn","function-2-arn"]}')
+            found: List[dict] = [workers[unqualified_arn(a)] for a in wanted if unqualified_arn(a) in workers]
+            answer = {"Workers": found,
+                      "InvalidArns": [a for a in wanted if unqualified_arn(a) not in workers]}
+        else:
+            raise IPCError(405, f"{method} is not supported on {HEALTH_PATH}")
+        self._send(200, json.dumps(answer).encode("utf-8"), {"Content-Type": "application/json"})
 
     def _invoke(self, arn: str) -> None:
         invocation_type = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"

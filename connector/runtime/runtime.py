@@ -150,7 +150,7 @@ class Runtime:
         os.chmod(state_dir, 0o700)
         try:
             self.server = IPCServer((self.config.host, self.config.port), self.dispatcher, self.token,
-                                    on_initialized=self._on_initialized)
+                                    on_initialized=self._on_initialized, workers=self._workers)
         except OSError as exc:
             raise RuntimeStartError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
         self._server_thread = threading.Thread(target=self.server.serve_forever, name="ipc-server", daemon=True)
@@ -181,6 +181,9 @@ class Runtime:
         function = self.functions.get(unqualified_arn(function_arn))
         if function is not None:
             function.initialized(success, response)
+
+    def _workers(self) -> Dict[str, dict]:
+        return {arn: function.health() for arn, function in list(self.functions.items())}
 
     def _write_state(self) -> None:
         env_lines = "".join(f"export {name}={value}\n" for name, value in sorted(self.client_environment().items()))
