@@ -138,7 +138,7 @@ class FunctionProcess:
         """Wait until the function is READY or has failed its initialization (or the timeout passes)."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self.state in (FunctionState.STARTING,) and time.monotonic() < deadline:
+            while self.state == FunctionState.STARTING and time.monotonic() < deadline:
                 self._state_changed.wait(deadline - time.monotonic())
             return self.state
 
@@ -149,6 +149,7 @@ class FunctionProcess:
                 return
             how = describe_exit(returncode)
             was = self.state
+            never_ready = was in (FunctionState.STARTING, FunctionState.FAILED_INIT)
             if was == FunctionState.STARTING:  # died before it could report: an initialization failure
                 self.init_error = self.init_error or f"the process ended during initialization ({how})"
             lost = self.queue.fail_in_flight(
@@ -156,9 +157,7 @@ class FunctionProcess:
             self._consecutive_failures += 1
             self.restarts += 1
             delay = min(BACKOFF_MAX_S, BACKOFF_START_S * 2 ** (self._consecutive_failures - 1))
-            self._set_state_locked(FunctionState.FAILED_INIT if was in (FunctionState.STARTING,
-                                                                        FunctionState.FAILED_INIT)
-                                   else FunctionState.BACKOFF)
+            self._set_state_locked(FunctionState.FAILED_INIT if never_ready else FunctionState.BACKOFF)
         log.error("%s ended (%s) in state %s; %d request(s) in flight answered with an Unhandled error; "
                   "restarting in %.0f s", self.spec.arn, how, was.value, lost, delay)
         timer = threading.Timer(delay, self._restart)
