@@ -152,15 +152,18 @@ import greengrasssdk
 client = greengrasssdk.client('lambda')
 arn = 'arn:aws:lambda:{}:{}:function:{}'.format(os.environ['AWS_REGION'], os.environ['MY_FUNCTION_ARN'].split(':')[4], sys.argv[1])
 context = base64.b64encode(json.dumps({'custom': {'subject': 'tests'}}).encode())
-response = client.invoke(FunctionName=arn, Payload=sys.argv[2], ClientContext=context)
+response = client.invoke(FunctionName=arn, Payload=sys.argv[2], ClientContext=context, InvocationType=sys.argv[3])
 payload = response['Payload']
-print(json.dumps({'payload_type': type(payload).__name__, 'function_error': response['FunctionError'],
-                  'payload': json.loads(payload.read() if hasattr(payload, 'read') else payload)}))
+payload = payload.read() if hasattr(payload, 'read') else payload
+print(json.dumps({'payload_type': type(response['Payload']).__name__, 'function_error': response['FunctionError'],
+                  'payload': json.loads(payload) if payload else None}))
 """
 
 
-def run_greengrasssdk(runtime, function_name: str, event: dict = {"n": 7}) -> dict:
-    result = subprocess.run([sys.executable, "-c", GREENGRASSSDK_CALL, function_name, json.dumps(event)],
+def run_greengrasssdk(runtime, function_name: str, event: dict = {"n": 7},
+                      invocation_type: str = "RequestResponse") -> dict:
+    result = subprocess.run([sys.executable, "-c", GREENGRASSSDK_CALL, function_name, json.dumps(event),
+                             invocation_type],
                             env=runtime.client_env,
                             capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr.decode()
@@ -179,6 +182,15 @@ def test_unmodified_greengrasssdk_lambda_invoke_reaches_a_hosted_lambda(runtime)
     assert echo["custom"] == {"subject": "tests"}
     assert echo["function_name"] == "echo"
     assert len(echo["aws_request_id"]) == 36
+
+
+def test_event_invocations_are_delivered_without_waiting_for_an_answer(runtime):
+    answer = run_greengrasssdk(runtime, "echo", {"event-marker": 4242}, invocation_type="Event")
+    assert answer == {"payload_type": "bytes", "function_error": "", "payload": None}
+    deadline = time.monotonic() + 30
+    while '"event-marker": 4242' not in runtime.log_of("echo") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert 'echo received {"event-marker": 4242}' in runtime.log_of("echo")
 
 
 def test_hosted_lambda_calls_another_with_greengrasssdk(runtime):

@@ -1,7 +1,10 @@
 """A user Lambda that answers with what it received: the event, the client context and its context fields."""
+import json
+import logging
 
 
 def function_handler(event, context):
+    logging.info('echo received %s', json.dumps(event))
     return {
         "event": event,
         "custom": context.client_context.custom,
