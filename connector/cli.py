@@ -102,8 +102,9 @@ def cmd_create_connector_definition(args: argparse.Namespace) -> int:
 
 def _region(args: argparse.Namespace, connectors: List[Dict[str, Any]]) -> str:
     """--region, else the standard AWS variables, else the connectors' own region, else us-east-1."""
-    if args.region or default_region():
-        return args.region or default_region()
+    explicit = args.region or default_region()
+    if explicit:
+        return explicit
     for connector in connectors:
         region = connector["ConnectorArn"].split(":")[3]
         if region and region != "region":  # the documentation's placeholder

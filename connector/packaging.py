@@ -23,22 +23,24 @@ def package_files() -> list[tuple[Path, str]]:
     return files
 
 
-def build_zip(destination: Path) -> Path:
+def build_zip(destination: Path) -> int:
+    """Write the zip; return how many files it holds."""
+    files = package_files()
     destination.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path, name in package_files():
+        for path, name in files:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible bytes
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, path.read_bytes())
-    return destination
+    return len(files)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     destination = Path(args[0] if args else "build/ggic-image-classification-lambda.zip")
-    build_zip(destination)
-    sys.stdout.write(f"{destination}: handler {HANDLER}, {len(package_files())} files\n")
+    count = build_zip(destination)
+    sys.stdout.write(f"{destination}: handler {HANDLER}, {count} files\n")
     return 0
 
 

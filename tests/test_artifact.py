@@ -173,10 +173,17 @@ def test_locate_empty_directory_names_what_is_expected(tmp_path):
 
 # --- locate: model.tar.gz -----------------------------------------------------------------------------------
 
-def test_locate_extracts_model_archive_into_cache(tmp_path):
+@pytest.fixture
+def archived_destination(tmp_path):
+    """A destination path holding only the training job's model.tar.gz."""
     destination = tmp_path / "dest"
     destination.mkdir()
     shutil.copy(DIGITS_ARCHIVE, destination / "model.tar.gz")
+    return destination
+
+
+def test_locate_extracts_model_archive_into_cache(tmp_path, archived_destination):
+    destination = archived_destination
     cache = tmp_path / "cache"
     found = artifact.locate(destination, cache_dir=cache)
     assert found.directory.parent == cache
@@ -188,10 +195,8 @@ def test_locate_extracts_model_archive_into_cache(tmp_path):
     assert tree(cache) == sorted([digest] + [f"{digest}/{n}" for n in (".complete", SYMBOL, PARAMS, SHAPES)])
 
 
-def test_locate_reuses_the_extraction(tmp_path):
-    destination = tmp_path / "dest"
-    destination.mkdir()
-    shutil.copy(DIGITS_ARCHIVE, destination / "model.tar.gz")
+def test_locate_reuses_the_extraction(tmp_path, archived_destination):
+    destination = archived_destination
     cache = tmp_path / "cache"
     first = artifact.locate(destination, cache_dir=cache)
     marker = first.directory / "left-by-first-start"

@@ -200,9 +200,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     raise TypeError
             except (ValueError, KeyError, TypeError):
                 raise IPCError(400, 'Invalid request: use {"FuncArns":["function-1-arn","function-2-arn"]}')
-            found: List[dict] = [workers[unqualified_arn(a)] for a in wanted if unqualified_arn(a) in workers]
-            answer = {"Workers": found,
-                      "InvalidArns": [a for a in wanted if unqualified_arn(a) not in workers]}
+            found: List[dict] = []
+            invalid: List[str] = []
+            for arn in wanted:
+                worker = workers.get(unqualified_arn(arn))
+                if worker is None:
+                    invalid.append(arn)
+                else:
+                    found.append(worker)
+            answer = {"Workers": found, "InvalidArns": invalid}
         else:
             raise IPCError(405, f"{method} is not supported on {HEALTH_PATH}")
         self._send(200, json.dumps(answer).encode("utf-8"), {"Content-Type": "application/json"})
