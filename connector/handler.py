@@ -1,27 +1,40 @@
 """The connector's Lambda entry point: `connector.handler.function_handler`.
 
 Greengrass (ours or a real v1 core) runs this module as a long-lived function with the connector parameters as
-environment variables and `ENCODING_TYPE=binary`, so the event is the raw image bytes. The model loads at import,
-as a pinned Lambda does its set-up; a configuration or model problem fails the import with the reason, and the
-runtime reports it as an initialization failure.
+environment variables and `ENCODING_TYPE=binary`, so the event is the raw image bytes. At import, as a pinned Lambda
+does its set-up, it starts the supervised inference worker and waits for the model to load; a configuration, model
+or memory-limit problem fails the import with the reason, and the runtime reports it as an initialization failure.
+This process never loads MXNet itself: see `supervisor.py`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import time
+from pathlib import Path
 
 from . import logs
 from .errors import RequestError
 from .parameters import ImageClassificationParameters
-from .service import ImageClassificationService
+from .supervisor import InferenceSupervisor
 
 log = logging.getLogger(__name__)
 
 parameters = ImageClassificationParameters.from_environment(os.environ)
 logs.set_service_name(parameters.service_name)
-service = ImageClassificationService(parameters)
-service.initialize()
+_status_file = os.environ.get("GGIC_STATUS_FILE")
+supervisor = InferenceSupervisor(parameters, Path(_status_file) if _status_file else None)
+supervisor.start()
+atexit.register(supervisor.stop)
+
+
+def _deadline(context) -> float:
+    """The request's deadline: what the runtime says is left (queue time counts), else the whole timeout."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    seconds = remaining() / 1000.0 if callable(remaining) else float(parameters.timeout_seconds)
+    return time.monotonic() + min(seconds, float(parameters.timeout_seconds))
 
 
 def function_handler(event, context):
@@ -34,7 +47,7 @@ def function_handler(event, context):
         raise RequestError(f"the request body must be image bytes, not {type(event).__name__}: deploy the "
                            f"connector function with binary input encoding")
     try:
-        return service.handle(bytes(event), content_type)
+        return supervisor.infer(bytes(event), content_type, _deadline(context))
     except RequestError as exc:
         log.warning("request %s refused (%s): %s", getattr(context, "aws_request_id", "?"), exc.reason, exc)
         raise

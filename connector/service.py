@@ -31,6 +31,8 @@ class ImageClassificationService:
     def __init__(self, parameters: ImageClassificationParameters) -> None:
         self.parameters = parameters
         self.model: Optional[ClassifierModel] = None
+        # Not a connector parameter (the schema has none): `ggic run --max-image-pixels` sets it for the process.
+        self.max_pixels = int(os.environ.get("GGIC_MAX_IMAGE_PIXELS") or imaging.DEFAULT_MAX_IMAGE_PIXELS)
 
     @property
     def shape(self) -> InputShape:
@@ -58,9 +60,15 @@ class ImageClassificationService:
                         expected, self.model.num_classes)
         log.info("service %s ready in %.2f s", params.service_name, time.monotonic() - started)
 
+    def warm_up(self) -> None:
+        """One forward on a blank image: MXNet allocates lazily, so the first request would pay for it."""
+        shape = self.shape
+        self.inference(np.zeros((1, shape.channels, shape.height, shape.width), dtype=np.float32))
+
     def preprocess(self, body: bytes, content_type: Optional[str]) -> np.ndarray:
         shape = self.shape
-        return imaging.preprocess(body, content_type, shape.height, shape.width, shape.channels)
+        return imaging.preprocess(body, content_type, shape.height, shape.width, shape.channels,
+                                  max_pixels=self.max_pixels)
 
     def inference(self, tensor: np.ndarray) -> np.ndarray:
         assert self.model is not None, "initialize() first"

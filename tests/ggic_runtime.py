@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 GGIC = [sys.executable, "-m", "connector.cli"]
@@ -40,14 +42,20 @@ def ggic(*args: str, env: Optional[Dict[str, str]] = None, input: Optional[bytes
 
 
 class GGICRuntime:
-    """`ggic create-connector-definition` + `ggic run` in a private state directory."""
+    """`ggic create-connector-definition` + `ggic run` in a private state directory.
+
+    The runtime's environment is `base_env` (default: this process's) plus `extra_env`; a caller that has not
+    cleaned its own environment (bench/load.py) passes a cleaned one.
+    """
 
     def __init__(self, state_dir: Path, connectors: List[dict], lambdas: List[str] = (),
-                 extra_env: Optional[Dict[str, str]] = None) -> None:
+                 extra_env: Optional[Dict[str, str]] = None,
+                 base_env: Optional[Mapping[str, str]] = None, run_args: List[str] = ()) -> None:
         self.state_dir = state_dir
+        self.run_args = list(run_args)
         self.connectors = connectors
         self.lambdas = list(lambdas)
-        self.base_env = dict(os.environ)
+        self.base_env = dict(os.environ if base_env is None else base_env)
         self.base_env.update(extra_env or {})
         self.process: Optional[subprocess.Popen] = None
         self.output_path = state_dir / "ggic-run.out"
@@ -59,7 +67,7 @@ class GGICRuntime:
         return json.loads(result.stdout)
 
     def start(self, expect_ready: bool = True) -> "GGICRuntime":
-        args = ["run", "--state-dir", str(self.state_dir), "--port", "0"]
+        args = ["run", "--state-dir", str(self.state_dir), "--port", "0", *self.run_args]
         if self.connectors:
             args += ["--connector-definition", self.create_definition()["Id"]]
         for target in self.lambdas:
@@ -101,7 +109,32 @@ class GGICRuntime:
 
     @property
     def port(self) -> int:
-        return int(self.client_env["GG_DAEMON_PORT"])
+        return int(json.loads((self.state_dir / "runtime.json").read_text())["port"])
+
+    def health(self) -> dict:
+        """`GET /health`: the readiness report (200 when ready, 503 when not: the same JSON either way)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read())
+
+    def connector_status(self) -> dict:
+        """The first connector's entry in the readiness report (with its supervisor's status)."""
+        return next(entry for entry in self.health()["functions"] if entry["connector"])
+
+    def worker_pid(self) -> int:
+        return int(self.connector_status()["supervisor"]["worker"]["pid"])
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition") -> dict:
+        """Poll the connector's status until `predicate(status)` holds; return that status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.connector_status()
+            if predicate(status):
+                return status
+            time.sleep(0.05)
+        raise AssertionError(f"{what} not reached within {timeout} s; last status: {status}")
 
     def log_of(self, function_name: str) -> str:
         logs = list((self.state_dir / "greengrass").rglob(f"{function_name}.log"))

@@ -4,7 +4,8 @@ States: STARTING (process spawned, handler module loading) → READY (it reporte
 ... → STOPPED. A process that exits while READY is reaped: the invocation it held gets an Unhandled error naming
 the exit status, and the process is started again after a back-off that doubles on each consecutive crash
 (the queue keeps the waiting requests meanwhile). A process that fails to initialize goes to FAILED_INIT and is
-retried with the same back-off; `ggic run` refuses to come up while a connector is in that state.
+retried with the same back-off; `ggic run` refuses to come up while a connector is in that state. A process that
+holds an invocation past its timeout (plus grace) is stuck: the runtime kills it, and it is reaped like a crash.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
+from connector.processes import describe_exit
+
 from .invocations import FunctionQueue
+from .logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, RotatingLogFile, pump
 
 log = logging.getLogger("ggic.runtime")
 
@@ -50,19 +53,14 @@ class FunctionSpec:
     environment: Dict[str, str] = field(default_factory=dict)
     working_dir: Optional[Path] = None
     is_connector: bool = False
+    timeout_s: Optional[float] = None        # per invocation, queueing included
+    status_path: Optional[Path] = None       # where a connector's supervisor publishes its worker's state
+    log_max_bytes: int = DEFAULT_MAX_BYTES
+    log_backups: int = DEFAULT_BACKUPS
 
     @property
     def name(self) -> str:
         return self.arn.split(":function:", 1)[-1]
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 class FunctionProcess:
@@ -81,6 +79,7 @@ class FunctionProcess:
         self._state_changed = threading.Condition(self._lock)
         self._stopping = False
         self._consecutive_failures = 0
+        self._log: Optional[RotatingLogFile] = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -99,15 +98,18 @@ class FunctionProcess:
             "ENCODING_TYPE": self.spec.encoding,
             "PYTHONUNBUFFERED": "1",
         })
+        if self.spec.status_path is not None:
+            env["GGIC_STATUS_FILE"] = str(self.spec.status_path)
         return env
 
     def _spawn_locked(self) -> None:
-        self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.spec.log_path, "ab") as log_file:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "connector.runtime.lambda_runtime"],
-                env=self._environment(), cwd=str(self.spec.working_dir or Path.cwd()),
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        if self._log is None:
+            self._log = RotatingLogFile(self.spec.log_path, self.spec.log_max_bytes, self.spec.log_backups)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "connector.runtime.lambda_runtime"],
+            env=self._environment(), cwd=str(self.spec.working_dir or Path.cwd()),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        pump(self._process.stdout, self._log)
         self.worker_id = str(uuid.uuid4())
         self._set_state_locked(FunctionState.STARTING)
         log.info("started %s (pid %d, worker %s), log %s", self.spec.arn, self._process.pid, self.worker_id,
@@ -168,6 +170,15 @@ class FunctionProcess:
         with self._lock:
             if not self._stopping:
                 self._spawn_locked()
+
+    def kill_stuck(self, overdue: int) -> None:
+        """The process kept invocations past their timeout: it is stuck; kill it (the reaper restarts it)."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        log.error("%s held %d invocation(s) past its %s s timeout; killing process %d", self.spec.arn, overdue,
+                  f"{self.spec.timeout_s:g}", process.pid)
+        process.kill()
 
     def stop(self) -> None:
         with self._lock:

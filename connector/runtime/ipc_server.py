@@ -12,8 +12,13 @@ Routes, all under `/2016-11-01/functions/<function ARN, raw>` and all requiring 
 
 Errors are answered as JSON `{"errorMessage": ...}` with a 4xx/5xx status; the IPC client raises on them.
 
-The Greengrass health check API, `GET`/`POST /2016-11-01/health/workers`, answers without a token as a core does
-(it is read-only and the server listens on loopback): the state of every function's worker.
+Read-only routes answer without a token (the server listens on loopback): the Greengrass health check API
+`GET`/`POST /2016-11-01/health/workers` (every function's worker, as a core reports it), `GET /health` (200 when
+every function, and every connector's inference worker, can answer; 503 with the reasons otherwise) and
+`GET /metrics` (Prometheus).
+
+Each work item handed to a function with a timeout carries `Lambda-Runtime-Deadline-Ms` (epoch milliseconds, as
+the AWS Lambda runtime API sends it), so the function knows how much of its time the queue has already used.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import select
 import socket
 import socketserver
+import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .invocations import (
@@ -37,11 +43,16 @@ from .invocations import (
     QueueFullError,
     unqualified_arn,
 )
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import RuntimeMetrics
 
 log = logging.getLogger("ggic.ipc")
 
 API_PREFIX = "/2016-11-01/functions/"
 HEALTH_PATH = "/2016-11-01/health/workers"
+READINESS_PATH = "/health"
+METRICS_PATH = "/metrics"
+DEADLINE_HEADER = "Lambda-Runtime-Deadline-Ms"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 _POLL_SLICE_S = 1.0
 
@@ -49,6 +60,8 @@ _POLL_SLICE_S = 1.0
 InitializationListener = Callable[[str, bool, str], None]
 # Returns {function ARN: worker health information object} for the health check API.
 HealthReporter = Callable[[], Dict[str, dict]]
+# Returns the runtime's readiness report: {"ready": bool, "functions": [...]}.
+ReadinessReporter = Callable[[], dict]
 
 
 class IPCError(Exception):
@@ -80,12 +93,16 @@ class IPCServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def __init__(self, address: Tuple[str, int], dispatcher: Dispatcher, token: str,
                  on_initialized: Optional[InitializationListener] = None,
                  workers: Optional[HealthReporter] = None,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 readiness: Optional[ReadinessReporter] = None,
+                 metrics: Optional[RuntimeMetrics] = None) -> None:
         self.dispatcher = dispatcher
         self.token = token
         self.on_initialized = on_initialized or (lambda arn, ok, text: None)
         self.workers = workers or dict
         self.max_body_bytes = max_body_bytes
+        self.readiness = readiness or (lambda: {"ready": True, "functions": []})
+        self.metrics = metrics
         self.stopping = False
         super().__init__(address, _Handler)
 
@@ -100,6 +117,8 @@ class IPCServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, the second waits for the peer's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
     server: IPCServer
 
     # --- plumbing ------------------------------------------------------------------------------------------
@@ -109,8 +128,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
-            if self.path.split("?", 1)[0] == HEALTH_PATH:
-                self._health(method)
+            path = self.path.split("?", 1)[0]
+            if path in (HEALTH_PATH, READINESS_PATH, METRICS_PATH):
+                {HEALTH_PATH: self._health, READINESS_PATH: self._readiness, METRICS_PATH: self._metrics}[path](method)
                 return
             self._authorize()
             arn, suffix = split_path(self.path)
@@ -213,18 +233,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise IPCError(405, f"{method} is not supported on {HEALTH_PATH}")
         self._send(200, json.dumps(answer).encode("utf-8"), {"Content-Type": "application/json"})
 
+    def _readiness(self, method: str) -> None:
+        if method != "GET":
+            raise IPCError(405, f"{method} is not supported on {READINESS_PATH}")
+        report = self.server.readiness()
+        self._send(200 if report.get("ready") else 503, json.dumps(report).encode("utf-8"),
+                   {"Content-Type": "application/json"})
+
+    def _metrics(self, method: str) -> None:
+        if method != "GET" or self.server.metrics is None:
+            raise IPCError(405 if method != "GET" else 404, f"{method} {METRICS_PATH} is not available")
+        self._send(200, self.server.metrics.render(), {"Content-Type": METRICS_CONTENT_TYPE})
+
+    def _refuse(self, arn: str, reason: str) -> None:
+        if self.server.metrics is not None:
+            self.server.metrics.refuse(unqualified_arn(arn), reason)
+
     def _invoke(self, arn: str) -> None:
         invocation_type = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
         if invocation_type not in INVOCATION_TYPES:
             self._read_body()
             raise IPCError(400, f"X-Amz-Invocation-Type {invocation_type!r} is not one of {INVOCATION_TYPES}")
-        payload = self._read_body()
+        try:
+            payload = self._read_body()
+        except IPCError as exc:
+            if exc.status == 413:
+                self._refuse(arn, "too-large")
+            raise
         client_context = self.headers.get("X-Amz-Client-Context", "")
         try:
             invocation = self.server.dispatcher.submit(arn, payload, client_context, invocation_type)
         except FunctionNotFoundError as exc:
             raise IPCError(404, str(exc)) from None
         except QueueFullError as exc:
+            self._refuse(arn, "busy")
             raise IPCError(429, str(exc)) from None
         status = 202 if invocation_type == EVENT else 200
         self._send(status, headers={"X-Amz-InvocationId": invocation.id})
@@ -236,8 +278,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except InvocationNotFoundError as exc:
             raise IPCError(404, str(exc)) from None
         while not invocation.wait(_POLL_SLICE_S):
-            if self.server.stopping or self._client_gone():
+            if self.server.stopping:
                 raise IPCError(503, "the Greengrass runtime is stopping")
+            if self._client_gone():  # nobody will come back for this answer
+                self.server.dispatcher.forget(invocation_id)
+                self.close_connection = True
+                return
         self._send(200, invocation.result or b"", {"X-Amz-Function-Error": invocation.function_error})
         self.server.dispatcher.forget(invocation_id)
 
@@ -255,10 +301,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if self._client_gone():
                 self.close_connection = True
                 return
-        self._send(200, invocation.payload, {
-            "X-Amz-InvocationId": invocation.id,
-            "X-Amz-Client-Context": invocation.client_context,
-        })
+        headers = {"X-Amz-InvocationId": invocation.id, "X-Amz-Client-Context": invocation.client_context}
+        remaining_ms = invocation.remaining_ms()
+        if remaining_ms is not None:
+            headers[DEADLINE_HEADER] = str(int(time.time() * 1000) + remaining_ms)
+        self._send(200, invocation.payload, headers)
 
     def _post_result(self, arn: str) -> None:
         payload = self._read_body()

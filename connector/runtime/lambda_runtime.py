@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -51,7 +52,8 @@ class ClientContext:
 class Context:
     """The `context` argument Greengrass gives a Python handler."""
 
-    def __init__(self, function_arn: str, invocation_id: str, client_context: Optional[str]) -> None:
+    def __init__(self, function_arn: str, invocation_id: str, client_context: Optional[str],
+                 deadline_ms: Optional[int] = None) -> None:
         self.invoked_function_arn = function_arn
         name_and_qualifier = function_arn.split(":function:", 1)[-1].split(":")
         self.function_name = name_and_qualifier[0]
@@ -59,6 +61,13 @@ class Context:
         self.aws_request_id = invocation_id
         self.client_context = ClientContext(client_context)
         self.identity = None
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self) -> Optional[int]:
+        """As in AWS Lambda: what is left of the function's timeout (None when the function has no timeout)."""
+        if self._deadline_ms is None:
+            return None
+        return max(0, self._deadline_ms - int(time.time() * 1000))
 
     def __repr__(self) -> str:
         return f"Context(function_name={self.function_name!r}, aws_request_id={self.aws_request_id!r})"
@@ -102,11 +111,12 @@ def encode_result(result: Any) -> bytes:
 
 def serve(handler: Handler, function_arn: str, encoding: str, client) -> None:
     """Take invocations one at a time, forever (a long-lived function handles its queue in order)."""
-    from greengrass_ipc_python_sdk.ipc_client import WorkItem
+    from greengrass_ipc_python_sdk.ipc_client import IPCException, WorkItem
 
     while True:
         item = client.get_work(function_arn)
-        context = Context(function_arn, item.invocation_id, item.client_context)
+        context = Context(function_arn, item.invocation_id, item.client_context, item.deadline_ms)
+        error = None
         try:
             event = decode_event(item.payload, encoding)
             result = encode_result(handler(event, context))
@@ -115,10 +125,17 @@ def serve(handler: Handler, function_arn: str, encoding: str, client) -> None:
                 log.debug("[%s] %s: %s", item.invocation_id, type(exc).__name__, exc)
             else:
                 log.error("[%s] %s: %s", item.invocation_id, type(exc).__name__, exc, exc_info=True)
-            client.post_handler_err(function_arn, item.invocation_id, str(exc) or type(exc).__name__,
-                                    type(exc).__name__)
-            continue
-        client.post_work_result(function_arn, WorkItem(item.invocation_id, result, None))
+            error = (str(exc) or type(exc).__name__, type(exc).__name__)
+        try:
+            if error is None:
+                client.post_work_result(function_arn, WorkItem(item.invocation_id, result, None))
+            else:
+                client.post_handler_err(function_arn, item.invocation_id, *error)
+        except IPCException as exc:
+            if exc.status != 404:
+                raise
+            log.warning("[%s] the answer came too late, the runtime had answered already: %s",
+                        item.invocation_id, exc.error_message or exc)
 
 
 def main() -> int:

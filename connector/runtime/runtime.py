@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .functions import FunctionProcess, FunctionSpec, FunctionState
-from .invocations import DEFAULT_MAX_WORK_ITEMS, Dispatcher, unqualified_arn
-from .ipc_server import IPCServer
+from .invocations import DEFAULT_MAX_WORK_ITEMS, Dispatcher, Invocation, unqualified_arn
+from .ipc_server import DEFAULT_MAX_BODY_BYTES, IPCServer
+from .logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from .metrics import RuntimeMetrics, function_name
 
 log = logging.getLogger("ggic.runtime")
 
@@ -33,6 +35,8 @@ DEFAULT_ACCOUNT_ID = "000000000000"
 CLIENT_FUNCTION_NAME = "ggic-client"
 CONNECTOR_HANDLER = "connector.handler.function_handler"
 INITIALIZATION_TIMEOUT_S = 300.0
+# A connector's supervisor publishes its status every heartbeat; silence for this many heartbeats is "not ready".
+STATUS_STALE_HEARTBEATS = 3
 
 
 class RuntimeStartError(RuntimeError):
@@ -48,6 +52,10 @@ class RuntimeConfig:
     port: int = 8000
     greengrass_root: Optional[Path] = None
     max_work_items: int = DEFAULT_MAX_WORK_ITEMS
+    max_request_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_max_bytes: int = DEFAULT_MAX_BYTES
+    log_backups: int = DEFAULT_BACKUPS
+    max_image_pixels: Optional[int] = None
 
     @property
     def root(self) -> Path:
@@ -56,6 +64,14 @@ class RuntimeConfig:
     @property
     def user_log_dir(self) -> Path:
         return self.root / "ggc" / "var" / "log" / "user" / self.region
+
+    @property
+    def system_log(self) -> Path:
+        return self.root / "ggc" / "var" / "log" / "system" / "runtime.log"
+
+    @property
+    def status_dir(self) -> Path:
+        return self.state_dir / "status"
 
 
 @dataclass
@@ -82,7 +98,8 @@ def lambda_function_spec(target: str, config: RuntimeConfig) -> FunctionSpec:
     name = re.sub(r"[^a-zA-Z0-9_-]", "-", name)
     arn = f"arn:aws:lambda:{config.region}:{config.account_id}:function:{name}"
     return FunctionSpec(arn=arn, handler=handler, working_dir=working_dir,
-                        log_path=config.user_log_dir / config.account_id / f"{name}.log")
+                        log_path=config.user_log_dir / config.account_id / f"{name}.log",
+                        log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
 
 
 def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfig) -> FunctionSpec:
@@ -93,9 +110,14 @@ def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfi
         "GGIC_CONNECTOR_ID": connector.connector_id,
         "GGIC_MODEL_CACHE": str(config.state_dir / "model-cache"),
     })
+    if config.max_image_pixels:
+        environment["GGIC_MAX_IMAGE_PIXELS"] = str(config.max_image_pixels)
+    timeout = connector.parameters.get("LocalInferenceServiceTimeoutSeconds", "")
     return FunctionSpec(arn=connector.function_arn, handler=CONNECTOR_HANDLER, encoding="binary",
                         environment=environment, log_path=config.user_log_dir / "aws" / f"{name}.log",
-                        is_connector=True)
+                        is_connector=True, timeout_s=float(timeout) if timeout.isdigit() else None,
+                        status_path=config.status_dir / f"{name}.json",
+                        log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
 
 
 class Runtime:
@@ -105,7 +127,8 @@ class Runtime:
                  lambdas: List[str]) -> None:
         self.config = config
         self.token = secrets.token_urlsafe(32)  # fresh for every start
-        self.dispatcher = Dispatcher()
+        self.metrics = RuntimeMetrics(self.snapshot)
+        self.dispatcher = Dispatcher(on_finished=self.metrics.observe)
         self.specs: List[FunctionSpec] = [connector_function_spec(c, config) for c in connectors]
         self.specs += [lambda_function_spec(target, config) for target in lambdas]
         self.functions: Dict[str, FunctionProcess] = {}
@@ -148,9 +171,12 @@ class Runtime:
         state_dir = self.config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(state_dir, 0o700)
+        self.config.status_dir.mkdir(exist_ok=True)
         try:
             self.server = IPCServer((self.config.host, self.config.port), self.dispatcher, self.token,
-                                    on_initialized=self._on_initialized, workers=self._workers)
+                                    on_initialized=self._on_initialized, workers=self._workers,
+                                    max_body_bytes=self.config.max_request_bytes, readiness=self.readiness,
+                                    metrics=self.metrics)
         except OSError as exc:
             raise RuntimeStartError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
         self._server_thread = threading.Thread(target=self.server.serve_forever, name="ipc-server", daemon=True)
@@ -159,10 +185,11 @@ class Runtime:
 
         core_env = self.core_environment()
         for spec in self.specs:
-            queue = self.dispatcher.add_function(spec.arn, self.config.max_work_items)
+            queue = self.dispatcher.add_function(spec.arn, self.config.max_work_items, spec.timeout_s)
             self.functions[queue.function_arn] = FunctionProcess(spec, queue, core_env)
         for function in self.functions.values():
             function.start()
+        self.dispatcher.start_sweeper(self._on_stuck)
 
         for function in self.functions.values():
             if not function.spec.is_connector:
@@ -185,6 +212,65 @@ class Runtime:
     def _workers(self) -> Dict[str, dict]:
         return {arn: function.health() for arn, function in list(self.functions.items())}
 
+    def _on_stuck(self, function_arn: str, overdue: List[Invocation]) -> None:
+        function = self.functions.get(function_arn)
+        if function is not None:
+            function.kill_stuck(len(overdue))
+
+    # --- telling the truth -------------------------------------------------------------------------------------
+
+    def snapshot(self) -> List[Dict[str, object]]:
+        """Every function's state: what /health, /metrics and `ggic status` report."""
+        entries = []
+        for arn, function in list(self.functions.items()):
+            supervisor = _read_status(function.spec.status_path) if function.spec.is_connector else None
+            problem = self._problem(function, supervisor)
+            entries.append({
+                "function_arn": arn, "connector": function.spec.is_connector, "state": function.state.value,
+                "pid": function.pid, "queued": len(function.queue), "in_flight": function.queue.in_flight,
+                "restarts": function.restarts, "timeout_s": function.spec.timeout_s,
+                "ready": problem is None, "problem": problem, "supervisor": supervisor,
+                "log": str(function.spec.log_path),
+            })
+        return entries
+
+    @staticmethod
+    def _problem(function: FunctionProcess, supervisor: Optional[dict]) -> Optional[str]:
+        """Why the function cannot answer now, or None when it can (a connector: its worker answers too)."""
+        if function.state != FunctionState.READY:
+            detail = f": {function.init_error}" if function.init_error else ""
+            return f"function process {function.state.value}{detail}"
+        if not function.spec.is_connector:
+            return None
+        if supervisor is None:
+            return "the connector has not reported its inference worker yet"
+        now = time.time()
+        stale_after = STATUS_STALE_HEARTBEATS * float(supervisor.get("heartbeat_interval_s") or 2.0)
+        if now - float(supervisor.get("updated") or 0) > stale_after + 1:
+            return f"the connector's supervisor has been silent for {now - float(supervisor['updated']):.0f} s"
+        worker = supervisor.get("worker") or {}
+        state = worker.get("state")
+        if state not in ("ready", "busy"):
+            problem = f"inference worker {state}"
+            if supervisor.get("consecutive_failures"):
+                problem += f" after {supervisor['consecutive_failures']} failure(s) in a row"
+            if supervisor.get("last_failure"):
+                problem += f"; last: {supervisor['last_failure']}"
+            if supervisor.get("next_start_at"):
+                problem += f"; next start in {max(0.0, supervisor['next_start_at'] - now):.1f} s"
+            return problem
+        if state == "ready" and now - float(supervisor.get("last_answer_at") or 0) > stale_after + 5:
+            return f"inference worker has not answered for {now - float(supervisor['last_answer_at']):.0f} s"
+        return None
+
+    def readiness(self) -> Dict[str, object]:
+        functions = self.snapshot()
+        summary = self.metrics.summary()
+        for entry in functions:
+            entry["requests"] = summary.get(function_name(str(entry["function_arn"])), {})
+        return {"ready": all(entry["ready"] for entry in functions), "functions": functions,
+                "uncollected_results": self.dispatcher.uncollected}
+
     def _write_state(self) -> None:
         env_lines = "".join(f"export {name}={value}\n" for name, value in sorted(self.client_environment().items()))
         _write_private(self.env_file, env_lines)
@@ -200,6 +286,7 @@ class Runtime:
         _write_private(self.state_file, json.dumps(state, indent=2))
 
     def stop(self) -> None:
+        self.dispatcher.stop_sweeper()
         if self.server is not None:
             self.server.stopping = True
         for function in self.functions.values():
@@ -216,6 +303,16 @@ class Runtime:
             except FileNotFoundError:
                 pass
         log.info("runtime stopped")
+
+
+def _read_status(path: Optional[Path]) -> Optional[dict]:
+    if path is None:
+        return None
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
 
 
 def _write_private(path: Path, text: str) -> None:

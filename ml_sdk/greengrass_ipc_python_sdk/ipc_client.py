@@ -30,6 +30,7 @@ HEADER_INVOCATION_ID = 'X-Amz-InvocationId'
 HEADER_CLIENT_CONTEXT = 'X-Amz-Client-Context'
 HEADER_INVOCATION_TYPE = 'X-Amz-Invocation-Type'
 HEADER_FUNCTION_ERROR = 'X-Amz-Function-Error'
+HEADER_DEADLINE = 'Lambda-Runtime-Deadline-Ms'
 
 # Errors meaning "the peer dropped the connection before answering": worth one retry on a reused connection,
 # since a keep-alive connection may have been closed by the server while it sat idle.  (If the server had in
@@ -58,10 +59,13 @@ class IPCException(Exception):
 class WorkItem:
     """One invocation as the core hands it to a function (or as the function hands its result back)."""
 
-    def __init__(self, invocation_id: str, payload: Payload, client_context: Optional[str]) -> None:
+    def __init__(self, invocation_id: str, payload: Payload, client_context: Optional[str],
+                 deadline_ms: Optional[int] = None) -> None:
         self.invocation_id = invocation_id
         self.payload = payload
         self.client_context = client_context
+        # When the core must have the answer (epoch ms), if the function has a timeout and the core says so.
+        self.deadline_ms = deadline_ms
 
     def __repr__(self) -> str:
         size = None if self.payload is None else len(self.payload)
@@ -199,9 +203,11 @@ class IPCClient:
     def get_work(self, function_arn: str) -> WorkItem:
         """Wait (without time limit) for the next invocation addressed to ``function_arn``."""
         response = self._request('GET', self._function_path(function_arn) + '/work', None, {}, long_poll=True)
+        deadline = response.headers.get(HEADER_DEADLINE, '')
         return WorkItem(invocation_id=response.headers.get(HEADER_INVOCATION_ID, ''),
                         payload=response.body,
-                        client_context=response.headers.get(HEADER_CLIENT_CONTEXT))
+                        client_context=response.headers.get(HEADER_CLIENT_CONTEXT),
+                        deadline_ms=int(deadline) if deadline.isdigit() else None)
 
     def post_work_result(self, function_arn: str, work_item: WorkItem) -> None:
         """Hand back the result of ``work_item`` (its payload is the function's answer)."""

@@ -19,6 +19,10 @@ class GreengrassRuntimeException(Exception):
     """The call did not complete: runtime unreachable, target missing, or the target failed unhandled."""
 
 
+class GreengrassFunctionFailedException(GreengrassRuntimeException):
+    """The function was reached, but the core answered for it: it timed out, ran out of memory or died."""
+
+
 def _payload_text(payload: Union[bytes, bytearray, memoryview, str, None]) -> str:
     if payload is None:
         return ''
@@ -91,5 +95,5 @@ class GreengrassServiceClient:
             return GreengrassServiceCallOutput(None, GreengrassServiceMessage('', result.payload))
         # The core detected the failure itself (timeout, out of memory, crash); the payload says which.
         reason = _payload_text(result.payload) or 'no details given'
-        raise GreengrassRuntimeException('Function {} failed (function error "{}"): {}'.format(
+        raise GreengrassFunctionFailedException('Function {} failed (function error "{}"): {}'.format(
             address, result.func_err, reason))

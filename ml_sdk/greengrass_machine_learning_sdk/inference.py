@@ -6,8 +6,9 @@ import json
 import logging
 from typing import Any, Dict
 
-from greengrass_ipc_python_sdk.ipc_facade import (GreengrassRuntimeException, GreengrassServiceClient,
-                                                  GreengrassServiceMessage)
+from greengrass_ipc_python_sdk.ipc_client import IPCException
+from greengrass_ipc_python_sdk.ipc_facade import (GreengrassFunctionFailedException, GreengrassRuntimeException,
+                                                  GreengrassServiceClient, GreengrassServiceMessage)
 from greengrass_machine_learning_sdk import arguments
 from greengrass_machine_learning_sdk.exception import GreengrassDependencyException, GreengrassInferenceException
 from greengrass_machine_learning_sdk.interface_version import require_core_interface
@@ -16,6 +17,8 @@ from greengrass_machine_learning_sdk.streaming_body import StreamingBody
 logger = logging.getLogger(__name__)
 
 _OPERATION = 'InferenceClient.invoke_inference_service'
+# The runtime refused the request on the service's behalf: its body is too large (413) or the service is busy (429).
+_REFUSED_STATUSES = (413, 429)
 
 
 def service_address(region: str, algo_type: str, service_name: str) -> str:
@@ -37,8 +40,8 @@ class Client:
         LocalInferenceServiceName) and Body (bytes-like) are required; ContentType (e.g. 'image/jpeg') and
         Accept are passed to the connector unchecked.  Returns the connector's response dict with 'Body' as a
         StreamingBody (for image classification, JSON text of per-class probabilities) and 'ContentType'.
-        Raises GreengrassInferenceException when the connector rejects the request and
-        GreengrassDependencyException when it cannot be reached.
+        Raises GreengrassInferenceException when the service rejects or fails this request (bad input, too large,
+        busy, timed out, out of memory) and GreengrassDependencyException when it cannot be reached at all.
         """
         region = arguments.aws_region()
         service_name = arguments.required(kwargs, 'ServiceName', _OPERATION)
@@ -56,7 +59,12 @@ class Client:
         logger.debug('Invoking inference service %s', address)
         try:
             output = self._service.call(address, GreengrassServiceMessage('', body, client_context))
+        except GreengrassFunctionFailedException as error:
+            raise GreengrassInferenceException(str(error)) from error
         except GreengrassRuntimeException as error:
+            cause = error.__cause__
+            if isinstance(cause, IPCException) and cause.status in _REFUSED_STATUSES:
+                raise GreengrassInferenceException(cause.error_message or str(cause)) from error
             raise GreengrassDependencyException(str(error)) from error
         if output.error_response is not None:
             raise GreengrassInferenceException(output.error_response)

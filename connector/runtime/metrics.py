@@ -1,0 +1,129 @@
+"""What the runtime counts, in the Prometheus text format (`GET /metrics`) and as a summary for `ggic status`.
+
+Request counters and the latency histogram are updated as invocations are answered; queue depth, worker state,
+restarts and RSS are read from the runtime when scraped, so they are never stale.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, List
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .invocations import Invocation
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+# Runtime-made error types, named for what happened.
+_RUNTIME_REASONS = {"TimeoutError": "timeout", "Unhandled": "function-died"}
+
+# Returns one entry per function: see `Runtime.snapshot`.
+Snapshot = Callable[[], List[Dict[str, object]]]
+
+
+def function_name(function_arn: str) -> str:
+    return function_arn.split(":function:", 1)[-1]
+
+
+def error_reason(error_type: str) -> str:
+    """A short reason for an errorType: the connector's own reason tag when it is one of its errors."""
+    if error_type in _RUNTIME_REASONS:
+        return _RUNTIME_REASONS[error_type]
+    from connector import errors  # the connector's request errors carry a machine-readable reason
+
+    error_class = getattr(errors, error_type, None)
+    if isinstance(error_class, type) and issubclass(error_class, errors.RequestError):
+        return error_class.reason
+    return error_type or "error"
+
+
+class RuntimeMetrics:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.registry = CollectorRegistry()
+        self.answered = Counter("ggic_requests", "Invocations answered, by outcome (ok or error).",
+                                ["function", "outcome"], registry=self.registry)
+        self.errors = Counter("ggic_request_errors", "Invocations answered with an error, by reason.",
+                              ["function", "reason"], registry=self.registry)
+        self.refused = Counter("ggic_requests_refused", "Invocations refused before queueing (busy, too large).",
+                               ["function", "reason"], registry=self.registry)
+        self.latency = Histogram("ggic_request_duration_seconds", "From arrival to answer, queueing included.",
+                                 ["function"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.registry.register(_StateCollector(snapshot))
+
+    def observe(self, invocation: Invocation) -> None:
+        name = function_name(invocation.function_arn)
+        error_type = invocation.error_type
+        self.answered.labels(name, "error" if error_type else "ok").inc()
+        if error_type:
+            self.errors.labels(name, error_reason(error_type)).inc()
+        if invocation.finished is not None:
+            self.latency.labels(name).observe(invocation.finished - invocation.received)
+
+    def refuse(self, function_arn: str, reason: str) -> None:
+        self.refused.labels(function_name(function_arn), reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def summary(self) -> Dict[str, Dict[str, object]]:
+        """Per function: answered ok/error, errors by reason, refusals by reason, mean latency (for humans)."""
+        result: Dict[str, Dict[str, object]] = {}
+
+        def entry(name: str) -> Dict[str, object]:
+            return result.setdefault(name, {"ok": 0, "errors": {}, "refused": {}, "mean_latency_s": None})
+
+        for family in self.registry.collect():
+            sums: Dict[str, float] = {}
+            for sample in family.samples:
+                name = sample.labels.get("function")
+                if name is None:
+                    continue
+                if sample.name == "ggic_requests_total" and sample.labels["outcome"] == "ok":
+                    entry(name)["ok"] = int(sample.value)
+                elif sample.name == "ggic_request_errors_total":
+                    entry(name)["errors"][sample.labels["reason"]] = int(sample.value)
+                elif sample.name == "ggic_requests_refused_total":
+                    entry(name)["refused"][sample.labels["reason"]] = int(sample.value)
+                elif sample.name == "ggic_request_duration_seconds_sum":
+                    sums[name] = sample.value
+                elif sample.name == "ggic_request_duration_seconds_count" and sample.value:
+                    entry(name)["mean_latency_s"] = sums.get(name, 0.0) / sample.value
+        return result
+
+
+class _StateCollector:
+    """Gauges and counters read from the runtime at scrape time."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterable:
+        queued = GaugeMetricFamily("ggic_queue_depth", "Invocations waiting in the function's queue.",
+                                   labels=["function"])
+        in_flight = GaugeMetricFamily("ggic_in_flight", "Invocations the function holds now.", labels=["function"])
+        ready = GaugeMetricFamily("ggic_ready", "1 when the function (and its inference worker) can answer.",
+                                  labels=["function"])
+        function_restarts = CounterMetricFamily("ggic_function_restarts", "Restarts of the function's process.",
+                                                labels=["function"])
+        worker_restarts = CounterMetricFamily("ggic_worker_restarts", "Inference worker replacements, by reason.",
+                                              labels=["function", "reason"])
+        worker_rss = GaugeMetricFamily("ggic_worker_rss_bytes", "Resident memory of the inference worker.",
+                                       labels=["function"])
+        memory_limit = GaugeMetricFamily("ggic_worker_memory_limit_bytes", "LocalInferenceServiceMemoryLimitKB.",
+                                         labels=["function"])
+        for function in self.snapshot():
+            name = function_name(str(function["function_arn"]))
+            queued.add_metric([name], float(function["queued"]))
+            in_flight.add_metric([name], float(function["in_flight"]))
+            ready.add_metric([name], 1.0 if function["ready"] else 0.0)
+            function_restarts.add_metric([name], float(function["restarts"]))
+            supervisor = function.get("supervisor")
+            if isinstance(supervisor, dict):
+                for reason, count in (supervisor.get("restart_reasons") or {}).items():
+                    worker_restarts.add_metric([name, reason], float(count))
+                worker = supervisor.get("worker") or {}
+                worker_rss.add_metric([name], float(worker.get("rss_kb") or 0) * 1024)
+                memory_limit.add_metric([name], float(supervisor.get("memory_limit_kb") or 0) * 1024)
+        yield from (queued, in_flight, ready, function_restarts, worker_restarts, worker_rss, memory_limit)

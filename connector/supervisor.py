@@ -1,0 +1,390 @@
+"""The supervisor of the inference worker: the connector's promises about time and memory are kept here.
+
+The connector's function process never imports MXNet. It owns one worker process (`connector.worker`) and, in the
+manner of gunicorn's arbiter, gives it explicit states, watches it, reaps it and replaces it:
+
+    STARTING ──ready──▶ READY ⇄ BUSY        (a request in hand)
+        │                  │
+        └──failed / died───┴──▶ BACKOFF ──delay──▶ STARTING
+
+* Memory: a watchdog thread reads the worker's RSS every few milliseconds and kills it with SIGKILL above
+  `LocalInferenceServiceMemoryLimitKB`; the request it held fails with `MemoryLimitExceededError`.
+* Time: a request is given what is left of its deadline; a worker that has not answered by then is killed and the
+  request fails with `InferenceTimeoutError`.
+* Crashes: a worker that dies (a signal, a native crash) fails the request it held with `WorkerCrashedError`.
+* Heartbeats: an idle worker is pinged; one that does not answer is killed.
+
+A dead worker is replaced at once; failures in a row back off (1 s doubling to 30 s). Requests wait for the new
+worker within their own deadline. State, RSS and restarts are published to a status file the runtime reads for its
+health and metrics endpoints.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+from . import errors
+from .errors import (
+    ConnectorStartError,
+    InferenceTimeoutError,
+    MemoryLimitExceededError,
+    MemoryLimitTooSmallError,
+    RequestError,
+    WorkerCrashedError,
+    WorkerStartError,
+)
+from .frames import FrameError, read_frame, write_frame
+from .processes import describe_exit, rss_kb
+from .parameters import ImageClassificationParameters
+
+log = logging.getLogger("connector.supervisor")
+
+WATCH_INTERVAL_S = 0.005
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TIMEOUT_S = 5.0
+LOAD_TIMEOUT_S = 300.0
+# Loading briefly holds the params file and the bound arrays at once; the limit is checked on the loaded model.
+LOAD_HEADROOM = 2
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 30.0
+STOP_GRACE_S = 3.0
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class WorkerState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Worker:
+    """One worker process and what the supervisor knows of it."""
+
+    process: subprocess.Popen
+    started: float = field(default_factory=time.monotonic)
+    state: WorkerState = WorkerState.STARTING
+    rss_kb: int = 0
+    peak_rss_kb: int = 0
+    model_rss_kb: int = 0
+    kill_reason: str = ""          # "memory", "timeout", "heartbeat", "stop" when we killed it
+    breach_kb: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def output(self) -> int:
+        assert self.process.stdout is not None
+        return self.process.stdout.fileno()
+
+
+class InferenceSupervisor:
+    """Runs inference requests on a supervised worker process; see the module docstring."""
+
+    def __init__(self, parameters: ImageClassificationParameters, status_path: Optional[Path] = None,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+        self.parameters = parameters
+        self.limit_kb = parameters.memory_limit_kb
+        self.status_path = status_path
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.worker: Optional[Worker] = None
+        self.restarts = 0
+        self.restart_reasons: Dict[str, int] = {}
+        self.consecutive_failures = 0
+        self.last_failure = ""
+        self.next_start_at = 0.0
+        self.last_answer_at = 0.0            # wall clock of the worker's last answer or pong
+        self.model_info: Dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._request_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self._stopping = False
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the first worker and wait for its model; a failure here is a start-up error with the reason."""
+        for target, name in ((self._watch_memory, "memory-watchdog"), (self._heartbeat, "heartbeat")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+        problem = self._boot(self._spawn())
+        if problem is not None:
+            self.stop()
+            raise problem
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            worker = self.worker
+            self._changed.notify_all()
+        if worker is not None and worker.process.poll() is None:
+            worker.kill_reason = "stop"
+            try:
+                worker.process.stdin.close()  # the worker exits on end of input
+                worker.process.wait(STOP_GRACE_S)
+            except (OSError, subprocess.TimeoutExpired):
+                worker.process.kill()
+                worker.process.wait()
+        self._set_state(worker, WorkerState.STOPPED)
+
+    def _spawn(self) -> Worker:
+        environment = os.environ.copy()  # the worker finds this package wherever the Lambda's code was unpacked
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, environment.get("PYTHONPATH")]))
+        process = subprocess.Popen([sys.executable, "-m", "connector.worker"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, env=environment)
+        worker = Worker(process)
+        with self._lock:
+            self.worker = worker
+        log.info("inference worker %d starting", worker.pid)
+        self._publish()
+        return worker
+
+    def _boot(self, worker: Worker) -> Optional[ConnectorStartError]:
+        """Wait for the worker's first frame: ready (with its memory checked) or the reason it failed."""
+        ready, _, _ = select.select([worker.output], [], [], LOAD_TIMEOUT_S)
+        try:
+            if not ready:
+                raise FrameError(f"the model was not loaded within {LOAD_TIMEOUT_S:.0f} s")
+            header, _ = read_frame(worker.output)
+        except FrameError as exc:
+            worker.process.kill()
+            returncode = worker.process.wait()
+            if worker.kill_reason == "memory":
+                return MemoryLimitTooSmallError(
+                    f"loading the model needs more than LocalInferenceServiceMemoryLimitKB allows: the inference "
+                    f"worker reached {worker.breach_kb} KB (measured) while loading and was stopped at "
+                    f"{LOAD_HEADROOM}x the limit of {self.limit_kb} KB; raise the limit")
+            return WorkerStartError(f"the inference worker ended while loading the model ({exc}; "
+                                    f"{describe_exit(returncode)}); see the lines above in this log")
+        if header.get("op") == "failed":
+            worker.process.wait()
+            error_class = getattr(errors, str(header.get("type")), None)
+            if not (isinstance(error_class, type) and issubclass(error_class, ConnectorStartError)):
+                error_class = WorkerStartError
+            return error_class(str(header.get("message")))
+        need_kb = int(header.get("rss_kb") or 0)
+        if need_kb > self.limit_kb:
+            worker.kill_reason = "stop"
+            worker.process.kill()
+            worker.process.wait()
+            return MemoryLimitTooSmallError(
+                f"the loaded model needs {need_kb} KB (measured RSS of the inference worker after loading and one "
+                f"warm-up inference) but LocalInferenceServiceMemoryLimitKB is {self.limit_kb} KB; set it to at "
+                f"least {int(need_kb * 1.25)} to leave room for decoding request images")
+        worker.model_rss_kb = need_kb
+        self.model_info = {"shape": header.get("shape"), "classes": header.get("classes")}
+        self.last_answer_at = time.time()
+        log.info("inference worker %d ready in %.2f s, %d KB resident (limit %d KB)", worker.pid,
+                 time.monotonic() - worker.started, need_kb, self.limit_kb)
+        self._set_state(worker, WorkerState.READY)
+        threading.Thread(target=self._reap, args=(worker,), name=f"reap-{worker.pid}", daemon=True).start()
+        return None
+
+    def _set_state(self, worker: Optional[Worker], state: WorkerState) -> None:
+        with self._lock:
+            if worker is not None:
+                worker.state = state
+            self._changed.notify_all()
+        self._publish()
+
+    def _reap(self, worker: Worker) -> None:
+        """Wait for the worker to end; unless we are stopping, replace it (after a back-off when failing often)."""
+        returncode = worker.process.wait()
+        if self._stopping or worker.kill_reason == "stop":
+            return
+        reason = worker.kill_reason or "crash"
+        how = describe_exit(returncode)
+        with self._lock:
+            self.restarts += 1
+            self.restart_reasons[reason] = self.restart_reasons.get(reason, 0) + 1
+            self.consecutive_failures += 1
+            delay = 0.0 if self.consecutive_failures == 1 else min(
+                BACKOFF_MAX_S, BACKOFF_START_S * 2 ** (self.consecutive_failures - 2))
+            self.last_failure = f"worker {worker.pid} {how} ({reason})"
+            self.next_start_at = time.time() + delay
+        log.error("inference worker %d ended: %s, reason %s; %d failure(s) in a row; new worker in %.0f s",
+                  worker.pid, how, reason, self.consecutive_failures, delay)
+        self._set_state(worker, WorkerState.BACKOFF)
+        self._replace(delay)
+
+    def _replace(self, delay: float) -> None:
+        while not self._stopping:
+            if delay:
+                time.sleep(delay)
+            if self._stopping:
+                return
+            problem = self._boot(self._spawn())
+            if problem is None:
+                return
+            with self._lock:
+                self.restarts += 1
+                self.restart_reasons["start-failed"] = self.restart_reasons.get("start-failed", 0) + 1
+                self.consecutive_failures += 1
+                delay = min(BACKOFF_MAX_S, BACKOFF_START_S * 2 ** (self.consecutive_failures - 2))
+                self.last_failure = f"a new worker failed to start: {problem}"
+                self.next_start_at = time.time() + delay
+            log.error("%s; next try in %.0f s", self.last_failure, delay)
+            self._set_state(self.worker, WorkerState.BACKOFF)
+
+    # --- requests --------------------------------------------------------------------------------------------
+
+    def infer(self, body: bytes, content_type: Optional[str], deadline: float) -> Dict[str, str]:
+        """Classify one image before `deadline` (time.monotonic()); raise a RequestError subclass otherwise."""
+        with self._request_lock:
+            worker = self._ready_worker(deadline)
+            worker.state = WorkerState.BUSY  # published by the next heartbeat, not on every request
+            try:
+                write_frame(worker.process.stdin, {"op": "infer", "content_type": content_type}, body)
+                answered, _, _ = select.select([worker.output], [], [], max(0.0, deadline - time.monotonic()))
+                if not answered:
+                    self._kill(worker, "timeout")
+                    raise InferenceTimeoutError(
+                        f"inference did not finish within LocalInferenceServiceTimeoutSeconds "
+                        f"({self.parameters.timeout_seconds} s); the worker was stopped and a new one is starting")
+                header, answer = read_frame(worker.output)
+            except (FrameError, OSError):
+                raise self._death_error(worker) from None
+            self.last_answer_at = time.time()
+            worker.state = WorkerState.READY
+        if header.get("op") == "answer":
+            if self.consecutive_failures:  # recovered: health must say so now, not at the next heartbeat
+                with self._lock:
+                    self.consecutive_failures = 0
+                    self.last_failure = ""
+                self._publish()
+            return {"Body": answer.decode("utf-8"), "ContentType": str(header.get("content_type"))}
+        error_class = getattr(errors, str(header.get("type")), None)
+        if not (isinstance(error_class, type) and issubclass(error_class, RequestError)):
+            error_class = errors.InferenceError
+        raise error_class(str(header.get("message")))
+
+    def _ready_worker(self, deadline: float) -> Worker:
+        with self._lock:
+            while True:
+                worker = self.worker
+                if worker is not None and worker.state == WorkerState.READY and worker.process.poll() is None:
+                    return worker
+                remaining = deadline - time.monotonic()
+                if self._stopping or remaining <= 0:
+                    raise InferenceTimeoutError(
+                        f"no inference worker was ready within LocalInferenceServiceTimeoutSeconds "
+                        f"({self.parameters.timeout_seconds} s): {self.last_failure or 'the worker is starting'}")
+                self._changed.wait(remaining)
+
+    def _death_error(self, worker: Worker) -> RequestError:
+        """The worker died with this request in hand: say why, as a Greengrass core reports an Unhandled error."""
+        try:
+            returncode = worker.process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self._kill(worker, worker.kill_reason or "crash")
+            returncode = worker.process.wait()
+        if worker.kill_reason == "memory":
+            return MemoryLimitExceededError(
+                f"the inference worker used {worker.breach_kb} KB, over LocalInferenceServiceMemoryLimitKB "
+                f"({self.limit_kb} KB), while handling this request and was stopped; a new worker is starting")
+        return WorkerCrashedError(f"the inference worker died while handling this request "
+                                  f"({describe_exit(returncode)}); a new worker is starting")
+
+    def _kill(self, worker: Worker, reason: str) -> None:
+        if not worker.kill_reason:
+            worker.kill_reason = reason
+        try:
+            worker.process.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # --- watchers --------------------------------------------------------------------------------------------
+
+    def _watch_memory(self) -> None:
+        while not self._stopping:
+            worker = self.worker
+            if worker is not None and worker.process.returncode is None:
+                used = rss_kb(worker.pid)
+                if used is not None:
+                    worker.rss_kb = used
+                    worker.peak_rss_kb = max(worker.peak_rss_kb, used)
+                    ceiling = self.limit_kb * (LOAD_HEADROOM if worker.state == WorkerState.STARTING else 1)
+                    if used > ceiling and not worker.kill_reason:
+                        worker.breach_kb = used
+                        log.warning("inference worker %d consumed all allocated memory: %d KB used, limit %d KB; "
+                                    "killing it", worker.pid, used, ceiling)
+                        self._kill(worker, "memory")
+            time.sleep(WATCH_INTERVAL_S)
+
+    def _heartbeat(self) -> None:
+        while not self._stopping:
+            time.sleep(self.heartbeat_interval_s)
+            worker = self.worker
+            if worker is not None and worker.state == WorkerState.READY and self._request_lock.acquire(False):
+                try:
+                    self._ping(worker)
+                finally:
+                    self._request_lock.release()
+            self._publish()
+
+    def _ping(self, worker: Worker) -> None:
+        try:
+            write_frame(worker.process.stdin, {"op": "ping"})
+            answered, _, _ = select.select([worker.output], [], [], HEARTBEAT_TIMEOUT_S)
+            if not answered:
+                log.error("inference worker %d missed its heartbeat (%.0f s); killing it", worker.pid,
+                          HEARTBEAT_TIMEOUT_S)
+                self._kill(worker, "heartbeat")
+                return
+            read_frame(worker.output)
+            self.last_answer_at = time.time()
+        except (FrameError, OSError):
+            pass  # it died: the reaper replaces it
+
+    # --- reporting -------------------------------------------------------------------------------------------
+
+    def status(self) -> Dict[str, object]:
+        worker = self.worker
+        return {
+            "service": self.parameters.service_name,
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "heartbeat_interval_s": self.heartbeat_interval_s,
+            "timeout_s": self.parameters.timeout_seconds,
+            "memory_limit_kb": self.limit_kb,
+            "worker": None if worker is None else {
+                "pid": worker.pid, "state": worker.state.value, "rss_kb": worker.rss_kb,
+                "peak_rss_kb": worker.peak_rss_kb, "model_rss_kb": worker.model_rss_kb,
+                "uptime_s": round(time.monotonic() - worker.started, 3),
+            },
+            "last_answer_at": self.last_answer_at,
+            "restarts": self.restarts,
+            "restart_reasons": dict(self.restart_reasons),
+            "consecutive_failures": self.consecutive_failures,
+            "last_failure": self.last_failure,
+            "next_start_at": self.next_start_at if self.worker and self.worker.state == WorkerState.BACKOFF
+            else None,
+            "model": self.model_info,
+        }
+
+    def _publish(self) -> None:
+        if self.status_path is None:
+            return
+        temporary = self.status_path.with_name(self.status_path.name + ".tmp")
+        try:
+            with self._publish_lock:
+                temporary.write_text(json.dumps(self.status()))
+                os.replace(temporary, self.status_path)
+        except OSError as exc:
+            log.warning("cannot write the status file %s: %s", self.status_path, exc)
