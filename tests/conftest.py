@@ -13,19 +13,13 @@ import pytest
 
 from material import DIGITS_MODEL, REPO
 
-# Before anything imports boto3: no real credentials, no metadata service, no endpoint overrides.
-for _name in list(os.environ):
-    if _name.startswith(("AWS_ACCESS_KEY", "AWS_SECRET", "AWS_SESSION", "AWS_PROFILE", "AWS_ENDPOINT_URL",
-                         "AWS_DEFAULT_PROFILE", "AWS_ROLE", "AWS_WEB_IDENTITY", "GGIC_")):
-        del os.environ[_name]
-os.environ.update({
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_DEFAULT_REGION": "us-west-2",
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-})
 sys.path.insert(0, str(REPO))
+from bench.load import offline_env  # noqa: E402  (the same clean environment the load bench gives its runtime)
+
+# Before anything imports boto3: no real credentials, no metadata service, no endpoint overrides, no GGIC_ knobs.
+_clean = offline_env({name: value for name, value in os.environ.items() if not name.startswith("GGIC_")})
+os.environ.clear()
+os.environ.update(_clean)
 
 
 def free_port() -> int:
