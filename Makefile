@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test venv lambda-zip clean
+.PHONY: run test bench venv lambda-zip clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The service against the bare engine, side by side (bench/serving.py): prints the table, writes JSON and a PNG
+# under bench/results/. About 3 minutes on 2 cores once installed.
+bench: $(STAMP)
+	$(BIN)/python -m bench.serving
 
 # The connector as a Lambda deployment package for a real Greengrass v1 group (handler:
 # connector.handler.function_handler). MXNet, numpy and OpenCV come from the device (install/).

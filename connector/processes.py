@@ -1,7 +1,8 @@
 """What the operating system says about a process: its resident memory and how it ended.
 
-Resident memory (RSS) is what LocalInferenceServiceMemoryLimitKB is held against. RSS is what the kernel's OOM logic and a Greengrass core's cgroup count; address-space limits (RLIMIT_AS) would
-count MXNet's and OpenMP's reserved-but-untouched virtual memory and refuse models that fit comfortably.
+Resident memory (RSS) is what LocalInferenceServiceMemoryLimitKB is held against: what the kernel's OOM logic and a
+Greengrass core's cgroup count. Address-space limits (RLIMIT_AS) would count MXNet's and OpenMP's reserved but
+untouched virtual memory and refuse models that fit comfortably.
 """
 
 from __future__ import annotations
@@ -20,6 +21,36 @@ def rss_kb(pid: Union[int, str] = "self") -> Optional[int]:
             return int(statm.read().split()[1]) * _PAGE_KB
     except (OSError, IndexError, ValueError):
         return None
+
+
+class RSSWatch:
+    """Reads one process's RSS many times a second, cheaply.
+
+    It keeps /proc/<pid>/statm open and re-reads it with pread: opening a /proc file of a process checks access
+    against that process on every open, and at 200 opens a second that slowed the watched worker's first inference
+    from 0.1 s to 0.4-2 s (measured); re-reading an open file costs the watched process nothing.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            self._fd: Optional[int] = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def read_kb(self) -> Optional[int]:
+        """RSS in KB, or None once the process is gone."""
+        if self._fd is None:
+            return None
+        try:
+            return int(os.pread(self._fd, 256, 0).split()[1]) * _PAGE_KB
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def describe_exit(returncode: int) -> str:

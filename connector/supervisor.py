@@ -46,7 +46,7 @@ from .errors import (
     WorkerStartError,
 )
 from .frames import FrameError, read_frame, write_frame
-from .processes import describe_exit, rss_kb
+from .processes import RSSWatch, describe_exit
 from .parameters import ImageClassificationParameters
 
 log = logging.getLogger("connector.supervisor")
@@ -312,10 +312,15 @@ class InferenceSupervisor:
     # --- watchers --------------------------------------------------------------------------------------------
 
     def _watch_memory(self) -> None:
+        watch: Optional[RSSWatch] = None
         while not self._stopping:
             worker = self.worker
-            if worker is not None and worker.process.returncode is None:
-                used = rss_kb(worker.pid)
+            if worker is not None and (watch is None or watch.pid != worker.pid):
+                if watch is not None:
+                    watch.close()
+                watch = RSSWatch(worker.pid)
+            if worker is not None and watch is not None and worker.process.returncode is None:
+                used = watch.read_kb()
                 if used is not None:
                     worker.rss_kb = used
                     worker.peak_rss_kb = max(worker.peak_rss_kb, used)

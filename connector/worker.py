@@ -43,7 +43,9 @@ def _load(output: BinaryIO):
     service = ImageClassificationService(parameters)
     try:
         service.initialize()
+        began = time.monotonic()
         service.warm_up()
+        log.info("warm-up inference took %.3f s", time.monotonic() - began)
     except ConnectorStartError as exc:
         write_frame(output, {"op": "failed", "type": type(exc).__name__, "message": str(exc)})
         raise SystemExit(3)
