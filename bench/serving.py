@@ -221,13 +221,16 @@ def clients_run(body: bytes, clients: int, settings: Settings) -> dict:
     return {"clients": clients, "rps": round(len(every) / elapsed, 2), "latency": latency_summary(every)}
 
 
-def service(model: Path, image: Path, settings: Settings, env: Dict[str, str]) -> dict:
+def service(model: Path, image: Path, settings: Settings, env: Dict[str, str], engine: str = "mxnet") -> dict:
     from tests.ggic_runtime import GGICRuntime, connector_entry
 
     body = image.read_bytes()
     with tempfile.TemporaryDirectory(prefix="ggic-bench-") as state:
         runtime = GGICRuntime(Path(state), [connector_entry(model, service_name=SERVICE, connector_id=SERVICE)],
-                              base_env=env)
+                              base_env=env, run_args=["--engine", engine])
+        if engine != "mxnet":  # convert once into the state's model cache, as a device's first start does;
+            with runtime:      # the cold start measured below is then a restart's
+                pass
         runtime.create_definition()
         launched = time.perf_counter()
         runtime.start(expect_ready=False)
@@ -304,6 +307,13 @@ def format_table(report: dict) -> str:
         lines.append(f"{name:<20}bare layouts (processes x threads): {layouts}; best {bare['best_layout']}")
         lines.append(f"{name:<20}cold start {served['cold_start_s']:.2f} s, peak RSS {served['peak_rss_mb']:.0f} MB "
                      f"(worker {served['worker_rss_mb']:.0f} MB)")
+        onnx = entry.get("service_onnxruntime")
+        if onnx:
+            lines.append(f"{name:<20}with --engine onnxruntime: p50 1 client {onnx['latency_1_client']['p50_ms']:.2f} ms "
+                         f"({onnx['latency_1_client']['p50_ms'] / bare['latency']['p50_ms']:.2f}x the bare MXNet "
+                         f"engine), 4 clients {onnx['clients']['4']['rps']:.1f}/s "
+                         f"({onnx['clients']['4']['rps'] / bare['best_rps']:.2f}x), cold start "
+                         f"{onnx['cold_start_s']:.2f} s, peak RSS {onnx['peak_rss_mb']:.0f} MB")
         for target, value in entry["targets"].items():
             lines.append(f"{name:<20}  target {target}: {value['value']} (want {value['target']}) "
                          f"{'met' if value['met'] else 'NOT met'}")
@@ -344,7 +354,7 @@ def plot(report: dict, path: Path) -> Path:
     return path
 
 
-def run(models: Sequence[str], settings: Settings) -> dict:
+def run(models: Sequence[str], settings: Settings, engines: Sequence[str] = ("mxnet",)) -> dict:
     env = offline_env(os.environ)
     report: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "host": {"cpus": cores(), "python": platform.python_version(), "platform": platform.platform()},
@@ -359,7 +369,11 @@ def run(models: Sequence[str], settings: Settings) -> dict:
             bare = bare_engine(model, image, settings, env)
             log.info("%s: service", name)
             served = service(model, image, settings, env)
-            report["models"][name] = {"bare": bare, "service": served, "targets": targets(bare, served, name)}
+            entry = {"bare": bare, "service": served, "targets": targets(bare, served, name)}
+            if "onnxruntime" in engines:
+                log.info("%s: service with ONNX Runtime", name)
+                entry["service_onnxruntime"] = service(model, image, settings, env, "onnxruntime")
+            report["models"][name] = entry
     return report
 
 
@@ -367,12 +381,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated: {', '.join(MODELS)}")
     parser.add_argument("--quick", action="store_true", help="small counts and short windows (for tests)")
+    parser.add_argument("--onnxruntime", action="store_true",
+                        help="also measure the service with the opt-in ONNX Runtime engine")
     parser.add_argument("--json", type=Path, help="where to write the JSON (default bench/results/...)")
     parser.add_argument("--plot", type=Path, help="where to write the PNG (default beside the JSON)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     settings = Settings.quick() if args.quick else Settings()
-    report = run([name.strip() for name in args.models.split(",") if name.strip()], settings)
+    report = run([name.strip() for name in args.models.split(",") if name.strip()], settings,
+                 ["mxnet"] + (["onnxruntime"] if args.onnxruntime else []))
     stamp = report["date"].replace("-", "").replace(":", "")
     json_path = args.json or RESULTS_DIR / f"serving-{stamp}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -77,24 +77,27 @@ def read_labels(path: Path) -> List[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def definition_request(args: argparse.Namespace) -> Dict[str, Any]:
+    """A Create*Definition request from `--initial-version`, `--name` and `--tags`, as the AWS CLI builds it."""
+    request: Dict[str, Any] = {"InitialVersion": read_json_argument(args.initial_version, "--initial-version")}
+    if args.name is not None:
+        request["Name"] = args.name
+    if args.tags is not None:
+        request["tags"] = read_json_argument(args.tags, "--tags")
+    return request
+
+
 # --- subcommands ------------------------------------------------------------------------------------------
 
 def cmd_create_connector_definition(args: argparse.Namespace) -> int:
     from .definitions import ConnectorDefinitionStore
     from .parameters import BadRequestError, validate_connector_definition
 
-    request: Dict[str, Any] = {"InitialVersion": read_json_argument(args.initial_version, "--initial-version")}
-    if args.name is not None:
-        request["Name"] = args.name
-    if args.tags is not None:
-        request["tags"] = read_json_argument(args.tags, "--tags")
+    request = definition_request(args)
     try:
         request, warnings = validate_connector_definition(request)
     except BadRequestError as exc:
-        print("An error occurred (BadRequestException) when calling the CreateConnectorDefinition operation: "
-              f"{exc.message}", file=sys.stderr)
-        print(json.dumps(exc.to_response(), indent=4), file=sys.stderr)
-        return EXIT_SERVICE_ERROR
+        return _bad_request("CreateConnectorDefinition", exc)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     region = _region(args, request["InitialVersion"].get("Connectors", []))
@@ -116,13 +119,27 @@ def _region(args: argparse.Namespace, connectors: List[Dict[str, Any]]) -> str:
     return DEFAULT_REGION
 
 
+def runtime_config(args: argparse.Namespace, region: str):
+    """The runtime's settings from `ggic run`'s options."""
+    from .runtime.runtime import RuntimeConfig
+
+    return RuntimeConfig(state_dir=args.state_dir, region=region, host=args.host, port=args.port,
+                         greengrass_root=args.greengrass_root, max_work_items=args.max_queued_requests,
+                         max_request_bytes=args.max_request_bytes, log_max_bytes=args.log_max_bytes,
+                         max_image_pixels=args.max_image_pixels, engine=args.engine)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .definitions import ConnectorDefinitionStore, DefinitionNotFoundError
     from .parameters import connector_spec
-    from .runtime.runtime import ConnectorDeployment, Runtime, RuntimeConfig, RuntimeStartError
+    from .runtime.runtime import ConnectorDeployment, Runtime, RuntimeStartError
 
     from .runtime.logfiles import system_log_handler
 
+    if args.group:
+        if args.connector_definition:
+            raise CLIError("give --group or --connector-definition, not both: a group names its connectors")
+        return _run_group(args)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     connectors: List[Dict[str, Any]] = []
@@ -136,6 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not connectors and not args.lambdas:
         raise CLIError("nothing to run: give --connector-definition and/or --lambda")
     region = _region(args, connectors)
+    _check_platforms(connectors, args.allow_platform_mismatch)
     deployments = []
     for connector in connectors:
         spec = connector_spec(connector["ConnectorArn"])
@@ -144,10 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             connector_id=connector["Id"], connector_arn=connector["ConnectorArn"],
             function_arn=spec.function_arn(parameters["LocalInferenceServiceName"], region),
             parameters=parameters))
-    config = RuntimeConfig(state_dir=args.state_dir, region=region, host=args.host, port=args.port,
-                           greengrass_root=args.greengrass_root, max_work_items=args.max_queued_requests,
-                           max_request_bytes=args.max_request_bytes, log_max_bytes=args.log_max_bytes,
-                           max_image_pixels=args.max_image_pixels)
+    config = runtime_config(args, region)
     logging.getLogger().addHandler(system_log_handler(config.system_log, config.log_max_bytes))
     try:
         runtime = Runtime(config, deployments, args.lambdas or [])
@@ -166,6 +181,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop.wait()
     runtime.stop()
     return 0
+
+
+def _check_platforms(connectors: List[Dict[str, Any]], allow: bool) -> None:
+    """Refuse, before anything starts, connectors built for another platform than this machine's."""
+    from .parameters import connector_spec
+    from .platforms import PlatformMismatchError, check_connector_platforms
+
+    described = []
+    for connector in connectors:
+        spec = connector_spec(connector["ConnectorArn"])
+        described.append((connector["Id"], spec.name, spec.platform))
+    try:
+        for warning in check_connector_platforms(described, allow=allow):
+            log.warning("%s", warning)
+    except PlatformMismatchError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -268,6 +299,293 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Is this device ready for the connector: system libraries, Python packages, GPU. Exit 1 on any FAIL."""
+    from .doctor import format_report, run_doctor
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    report = run_doctor(args.platform, args.library_path)
+    print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
+    return 0 if report.ok else 1
+
+
+# --- models and group deployment: fetch-model, resource definitions, groups, deployments ---------------------
+
+def _cli_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def _bad_request(operation: str, exc: Any) -> int:
+    """A BadRequestException the way the AWS CLI prints one (exit 254)."""
+    print(f"An error occurred (BadRequestException) when calling the {operation} operation: {exc.message}",
+          file=sys.stderr)
+    print(json.dumps(exc.to_response(), indent=4), file=sys.stderr)
+    return EXIT_SERVICE_ERROR
+
+
+def _arn_region(*arns: Optional[str]) -> Optional[str]:
+    for arn in arns:
+        parts = (arn or "").split(":")
+        if len(parts) > 3 and parts[3] and parts[3] != "region":
+            return parts[3]
+    return None
+
+
+def cmd_fetch_model(args: argparse.Namespace) -> int:
+    """What a Greengrass ML resource with a SageMaker source did: the job's model, verified, at --destination."""
+    from .fetch_model import FetchModelError, fetch_model, progress_for
+
+    _cli_logging(args.verbose)
+    progress = progress_for(sys.stderr)
+    try:
+        result = fetch_model(args.training_job_arn, args.destination, region=args.region, progress=progress)
+    except FetchModelError as exc:
+        raise CLIError(f"fetch-model: {exc}") from None
+    finally:
+        progress.close()
+    print(result.summary())
+    return 0
+
+
+def cmd_create_resource_definition(args: argparse.Namespace) -> int:
+    from .definitions import ResourceDefinitionStore
+    from .groups import SAGEMAKER_RESOURCE, validate_resource_definition
+    from .parameters import BadRequestError
+
+    request = definition_request(args)
+    try:
+        request, warnings = validate_resource_definition(request)
+    except BadRequestError as exc:
+        return _bad_request("CreateResourceDefinition", exc)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    resources = request["InitialVersion"]["Resources"]
+    region = args.region or default_region() or _arn_region(
+        *(r["ResourceDataContainer"][SAGEMAKER_RESOURCE]["SageMakerJobArn"] for r in resources)) or DEFAULT_REGION
+    store = ResourceDefinitionStore(args.state_dir, region)
+    print(json.dumps(store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags")), indent=4))
+    return 0
+
+
+def _group_version_argument(args: argparse.Namespace) -> Dict[str, str]:
+    """create-group-version's --*-definition-version-arn options as a group version."""
+    keys = {"connector": "ConnectorDefinitionVersionArn", "resource": "ResourceDefinitionVersionArn",
+            "function": "FunctionDefinitionVersionArn", "subscription": "SubscriptionDefinitionVersionArn",
+            "core": "CoreDefinitionVersionArn", "device": "DeviceDefinitionVersionArn",
+            "logger": "LoggerDefinitionVersionArn"}
+    return {key: getattr(args, f"{kind}_definition_version_arn") for kind, key in keys.items()
+            if getattr(args, f"{kind}_definition_version_arn") is not None}
+
+
+def _check_group_version(args: argparse.Namespace, version: Any, operation: str, where: str) -> Optional[int]:
+    """Resolve a group version (BadRequest when it names what is not stored); warn when it cannot be deployed."""
+    from .groups import deployment_problems, resolve_group_version
+    from .parameters import BadRequestError
+
+    try:
+        contents, warnings = resolve_group_version(args.state_dir, version, where)
+    except BadRequestError as exc:
+        return _bad_request(operation, exc)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for detail in deployment_problems(contents):
+        print(f"warning: this group version cannot be deployed as it is: [{detail['DetailedErrorCode']}] "
+              f"{detail['DetailedErrorMessage']}", file=sys.stderr)
+    return None
+
+
+def cmd_create_group(args: argparse.Namespace) -> int:
+    from .groups import GROUP_SCHEMA, GroupStore
+    from .parameters import BadRequestError, request_problems
+
+    request: Dict[str, Any] = {"Name": args.name}
+    if args.initial_version is not None:
+        request["InitialVersion"] = read_json_argument(args.initial_version, "--initial-version")
+    if args.tags is not None:
+        request["tags"] = read_json_argument(args.tags, "--tags")
+    details = request_problems(GROUP_SCHEMA, request)
+    if details:
+        return _bad_request("CreateGroup", BadRequestError(details, f"Invalid group: {len(details)} problem(s) found"))
+    version = request.get("InitialVersion")
+    if version is not None:
+        status = _check_group_version(args, version, "CreateGroup", "InitialVersion")
+        if status is not None:
+            return status
+    region = args.region or default_region() or _arn_region(*(version or {}).values()) or DEFAULT_REGION
+    print(json.dumps(GroupStore(args.state_dir, region).create(args.name, version, request.get("tags")), indent=4))
+    return 0
+
+
+def cmd_create_group_version(args: argparse.Namespace) -> int:
+    from .groups import GroupNotFoundError, GroupStore
+
+    store = GroupStore(args.state_dir, DEFAULT_REGION)
+    try:
+        group_id = store.get(args.group_id)["Group"]["Id"]
+    except GroupNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    version = _group_version_argument(args)
+    status = _check_group_version(args, version, "CreateGroupVersion", "group version")
+    if status is not None:
+        return status
+    print(json.dumps(store.create_version(group_id, version), indent=4))
+    return 0
+
+
+def _serving_runtime(state_dir: Path, group_id: str) -> Optional[int]:
+    """The pid of the `ggic run --group` that serves this group from this state directory, if one runs."""
+    try:
+        state = json.loads((state_dir / "runtime.json").read_text())
+        pid = int(state["pid"])
+        if (state.get("group") or {}).get("Id") != group_id:
+            return None
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
+
+
+def cmd_create_deployment(args: argparse.Namespace) -> int:
+    """Check the group version, fetch its ML resources, hand it to the runtime serving the group."""
+    import time
+
+    from .fetch_model import FetchModelError, fetch_model, progress_for
+    from .groups import (FAILURE, IN_PROGRESS, SUCCESS, GroupNotFoundError, GroupStore, deployment_problems,
+                         resolve_group_version)
+    from .parameters import INVALID_REQUEST, BadRequestError
+
+    _cli_logging(args.verbose)
+    store = GroupStore(args.state_dir, DEFAULT_REGION)
+    try:
+        record = store.get(args.group_id)
+        group_id = record["Group"]["Id"]
+        version_id = args.group_version_id
+        if args.deployment_type in ("ResetDeployment", "ForceResetDeployment"):
+            return _bad_request("CreateDeployment", BadRequestError([{
+                "DetailedErrorCode": INVALID_REQUEST,
+                "DetailedErrorMessage": f"DeploymentType {args.deployment_type} is not supported by ggic: stop "
+                                        f"`ggic run --group {group_id}` to stop serving the group"}],
+                "Unsupported deployment type"))
+        if args.deployment_type == "Redeployment":
+            if not args.deployment_id:
+                return _bad_request("CreateDeployment", BadRequestError([{
+                    "DetailedErrorCode": INVALID_REQUEST,
+                    "DetailedErrorMessage": "DeploymentType Redeployment needs --deployment-id: the deployment to "
+                                            "redo"}], "Missing DeploymentId"))
+            version_id = store.deployment(group_id, args.deployment_id)["GroupVersionId"]
+        version = store.version(record, version_id)
+    except GroupNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        contents, warnings = resolve_group_version(args.state_dir, version["Definition"])
+        problems = deployment_problems(contents)
+        if problems:
+            raise BadRequestError(problems, f"Group version {version['Version']} cannot be deployed: "
+                                            f"{len(problems)} problem(s) found")
+    except BadRequestError as exc:
+        return _bad_request("CreateDeployment", exc)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+    deployment = store.create_deployment(group_id, version["Version"], args.deployment_type)
+    deployment_id = deployment["DeploymentId"]
+    print(json.dumps({"DeploymentArn": deployment["DeploymentArn"], "DeploymentId": deployment_id}, indent=4))
+    sys.stdout.flush()
+    for resource_id, data in sorted(contents.ml_resources.items()):
+        log.info("ML resource %s: the model of %s into %s", resource_id, data["SageMakerJobArn"],
+                 data["DestinationPath"])
+        progress = progress_for(sys.stderr)
+        try:
+            result = fetch_model(data["SageMakerJobArn"], Path(data["DestinationPath"]), region=args.region,
+                                 progress=progress)
+        except FetchModelError as exc:
+            message = f"ML resource {resource_id!r}: {exc}"
+            store.update_deployment(group_id, deployment_id, FAILURE, message)
+            raise CLIError(f"deployment {deployment_id} failed: {message}") from None
+        finally:
+            progress.close()
+        for line in result.summary().splitlines():
+            log.info("ML resource %s: %s", resource_id, line)
+    store.update_deployment(group_id, deployment_id, IN_PROGRESS)
+
+    if _serving_runtime(args.state_dir, group_id) is None:
+        print(f"ggic: no runtime serves group {group_id} from {args.state_dir}: `ggic run --group {group_id}` "
+              f"will run this deployment", file=sys.stderr)
+        return 0
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.wait_timeout
+    while time.monotonic() < deadline:
+        current = store.deployment(group_id, deployment_id)
+        if current["DeploymentStatus"] == SUCCESS:
+            print(f"ggic: deployment {deployment_id} is serving", file=sys.stderr)
+            return 0
+        if current["DeploymentStatus"] == FAILURE:
+            raise CLIError(f"deployment {deployment_id} failed: {current['ErrorMessage']}")
+        if _serving_runtime(args.state_dir, group_id) is None:
+            raise CLIError(f"the runtime serving group {group_id} stopped before deployment {deployment_id} "
+                           f"was applied; `ggic run --group {group_id}` will run it")
+        time.sleep(0.1)
+    raise CLIError(f"deployment {deployment_id} was not applied within {args.wait_timeout:g} s; see "
+                   f"`ggic get-deployment-status --group-id {group_id} --deployment-id {deployment_id}`")
+
+
+def cmd_get_deployment_status(args: argparse.Namespace) -> int:
+    from .groups import GroupNotFoundError, GroupStore
+
+    store = GroupStore(args.state_dir, DEFAULT_REGION)
+    try:
+        group_id = store.get(args.group_id)["Group"]["Id"]
+        deployment = store.deployment(group_id, args.deployment_id)
+    except GroupNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    print(json.dumps({key: deployment[key] for key in ("DeploymentStatus", "DeploymentType", "ErrorDetails",
+                                                       "ErrorMessage", "UpdatedAt")}, indent=4))
+    return 0
+
+
+def _run_group(args: argparse.Namespace) -> int:
+    """`ggic run --group`: serve the group's current deployment and apply later ones as they come."""
+    from .groups import GroupNotFoundError, GroupStore, LocalDeployments
+    from .parameters import BadRequestError
+    from .runtime.deployments import start_group_runtime
+    from .runtime.logfiles import system_log_handler
+    from .runtime.runtime import RuntimeStartError
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    store = GroupStore(args.state_dir, DEFAULT_REGION)
+    try:
+        record = store.get(args.group)
+        group_id = record["Group"]["Id"]
+        region = args.region or default_region() or _arn_region(record["Group"]["Arn"]) or DEFAULT_REGION
+        # Every deployment's connectors pass the platform check, the later ones too (a failure fails that one).
+        source = LocalDeployments(store, group_id, region,
+                                  check=lambda connectors: _check_platforms(connectors, args.allow_platform_mismatch))
+        current = source.current()
+        if current is None:
+            raise CLIError(f"group {group_id} has no deployment to run: `ggic create-deployment --group-id "
+                           f"{group_id} --deployment-type NewDeployment` first")
+    except (GroupNotFoundError, BadRequestError) as exc:
+        raise CLIError(str(exc)) from None
+    config = runtime_config(args, region)
+    logging.getLogger().addHandler(system_log_handler(config.system_log, config.log_max_bytes))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        runtime = start_group_runtime(config, source, args.lambdas or [])
+    except (RuntimeStartError, GroupNotFoundError, BadRequestError) as exc:
+        raise CLIError(str(exc)) from None
+    log.info("group %s: serving deployment %s (group version %s)", group_id, current["DeploymentId"],
+             current["GroupVersionId"])
+    stop.wait()
+    runtime.stop()
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[common], help="run the local Greengrass runtime in the foreground")
     run.add_argument("--connector-definition", metavar="ID|NAME")
+    run.add_argument("--group", metavar="ID|NAME",
+                     help="serve the group's deployed version and apply its new deployments without a gap")
     run.add_argument("--lambda", dest="lambdas", action="append", metavar="PATH_OR_MODULE",
                      help="a long-lived user Lambda: path/to/file.py[:handler] or package.module (repeatable)")
     run.add_argument("--region")
@@ -296,12 +616,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--greengrass-root", type=Path, help="log root (default <state-dir>/greengrass)")
     run.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                      help="refuse invocations with a larger body before reading it (default 32 MiB)")
+    run.add_argument("--engine", choices=("mxnet", "onnxruntime"),
+                     help="inference engine of the connectors (default mxnet; onnxruntime needs the onnx extra)")
     run.add_argument("--max-image-pixels", type=int,
                      help="refuse images whose header claims more pixels, before decoding (default 8192x8192)")
     run.add_argument("--max-queued-requests", type=int, default=DEFAULT_MAX_WORK_ITEMS,
                      help="per function; beyond it callers get a busy error (maxWorkItemCount, default 1024)")
     run.add_argument("--log-max-bytes", type=int, default=DEFAULT_LOG_MAX_BYTES,
                      help="rotate each log file past this size (default 5 MiB, 3 old files kept)")
+    run.add_argument("--allow-platform-mismatch", action="store_true",
+                     help="run connectors built for another platform than this machine's (testing only; "
+                          "also GGIC_ALLOW_PLATFORM_MISMATCH=1)")
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 
@@ -322,6 +647,66 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--labels", type=Path, help="class names: one per line, or JSON")
     invoke.add_argument("--top-k", type=int, help="print the K most probable classes")
     invoke.set_defaults(func=cmd_invoke)
+
+    doctor = commands.add_parser("doctor", parents=[common],
+                                 help="check this device: system libraries (symbol versions), MXNet, OpenCV, GPU")
+    doctor.add_argument("--platform", choices=["x86_64", "armv7l", "aarch64-jtx2"],
+                        help="the connector platform to check for (default: this machine's)")
+    doctor.add_argument("--json", action="store_true", help="the checks as JSON")
+    doctor.add_argument("--library-path", action="append", type=Path, metavar="DIR",
+                        help="look for system libraries only in DIR (repeatable; e.g. a device's sysroot)")
+    doctor.set_defaults(func=cmd_doctor)
+
+    fetch = commands.add_parser("fetch-model", parents=[common],
+                                help="download, verify and atomically place a SageMaker training job's model")
+    fetch.add_argument("--training-job-arn", required=True, help="arn:aws:sagemaker:<region>:<account>:training-job/<name>")
+    fetch.add_argument("--destination", required=True, type=Path, help="the model directory (replaced as a whole)")
+    fetch.add_argument("--region", help="SageMaker and S3 region (default: the ARN's)")
+    fetch.add_argument("--verbose", action="store_true")
+    fetch.set_defaults(func=cmd_fetch_model)
+
+    resources = commands.add_parser("create-resource-definition", parents=[common],
+                                    help="validate and store ML resources with a SageMaker source (AWS CLI shape)")
+    resources.add_argument("--name")
+    resources.add_argument("--initial-version", required=True, help="JSON or file://path")
+    resources.add_argument("--tags", help="JSON or file://path")
+    resources.add_argument("--region")
+    resources.set_defaults(func=cmd_create_resource_definition)
+
+    group = commands.add_parser("create-group", parents=[common], help="a group binding definition versions")
+    group.add_argument("--name", required=True)
+    group.add_argument("--initial-version", help="JSON or file://path: {\"ConnectorDefinitionVersionArn\": ...}")
+    group.add_argument("--tags", help="JSON or file://path")
+    group.add_argument("--region")
+    group.set_defaults(func=cmd_create_group)
+
+    group_version = commands.add_parser("create-group-version", parents=[common], help="a new version of a group")
+    group_version.add_argument("--group-id", required=True, metavar="ID|NAME")
+    for kind in ("connector", "resource", "function", "subscription", "core", "device", "logger"):
+        group_version.add_argument(f"--{kind}-definition-version-arn")
+    group_version.set_defaults(func=cmd_create_group_version)
+
+    deploy = commands.add_parser("create-deployment", parents=[common],
+                                 help="check a group version, fetch its models, swap it into the running runtime")
+    deploy.add_argument("--group-id", required=True, metavar="ID|NAME")
+    deploy.add_argument("--group-version-id", help="default: the group's latest version")
+    deploy.add_argument("--deployment-type", required=True,
+                        choices=["NewDeployment", "Redeployment", "ResetDeployment", "ForceResetDeployment"],
+                        help="NewDeployment, or Redeployment with --deployment-id (the reset types are refused)")
+    deploy.add_argument("--deployment-id", help="Redeployment: the deployment to redo")
+    deploy.add_argument("--region", help="SageMaker and S3 region (default: each training job ARN's)")
+    deploy.add_argument("--no-wait", action="store_true",
+                        help="return once the models are in place, without waiting for the runtime to switch")
+    deploy.add_argument("--wait-timeout", type=float, default=600.0,
+                        help="seconds to wait for the runtime to switch (default 600)")
+    deploy.add_argument("--verbose", action="store_true")
+    deploy.set_defaults(func=cmd_create_deployment)
+
+    deployment_status = commands.add_parser("get-deployment-status", parents=[common],
+                                            help="Building, InProgress, Success or Failure, and why")
+    deployment_status.add_argument("--group-id", required=True, metavar="ID|NAME")
+    deployment_status.add_argument("--deployment-id", required=True)
+    deployment_status.set_defaults(func=cmd_get_deployment_status)
     return parser
 
 

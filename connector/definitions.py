@@ -1,7 +1,8 @@
-"""Connector definitions kept in the state directory, shaped like the Greengrass API's.
+"""Connector and resource definitions kept in the state directory, shaped like the Greengrass API's.
 
-`ggic create-connector-definition` stores what `aws greengrass create-connector-definition` would create, and
-prints the same response; `ggic run --connector-definition ID|NAME` reads it back.
+`ggic create-connector-definition` (and `create-resource-definition`) stores what `aws greengrass
+create-connector-definition` would create, and prints the same response; `ggic run --connector-definition ID|NAME`
+reads it back, and a group version names a definition by its version ARN (`get_version`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, ClassVar, Dict, List
 
 from .runtime.runtime import DEFAULT_ACCOUNT_ID
 
 
 class DefinitionNotFoundError(LookupError):
-    """No connector definition has that Id or Name."""
+    """No definition has that Id, Name or version ARN."""
 
 
 @dataclass
@@ -26,16 +27,18 @@ class ConnectorDefinitionStore:
     state_dir: Path
     region: str
     account_id: str = DEFAULT_ACCOUNT_ID
+    kind: ClassVar[str] = "connectors"  # the Greengrass ARN's definition kind, and the folder name
+    label: ClassVar[str] = "connector definition"
 
     @property
     def directory(self) -> Path:
-        return self.state_dir / "definitions" / "connectors"
+        return self.state_dir / "definitions" / self.kind
 
     def create(self, name: str, initial_version: Dict[str, Any], tags: Dict[str, str] | None = None) -> Dict[str, Any]:
         definition_id = str(uuid.uuid4())
         version_id = str(uuid.uuid4())
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        arn = f"arn:aws:greengrass:{self.region}:{self.account_id}:/greengrass/definition/connectors/{definition_id}"
+        arn = f"arn:aws:greengrass:{self.region}:{self.account_id}:/greengrass/definition/{self.kind}/{definition_id}"
         response = {
             "Arn": arn,
             "CreationTimestamp": now,
@@ -69,5 +72,23 @@ class ConnectorDefinitionStore:
         if not matches:
             known = ", ".join(f"{r['Definition'].get('Name', '-')} ({r['Definition']['Id']})" for r in records)
             raise DefinitionNotFoundError(
-                f"no connector definition {id_or_name!r} in {self.directory} (known: {known or 'none'})")
+                f"no {self.label} {id_or_name!r} in {self.directory} (known: {known or 'none'})")
         return matches[-1]
+
+    def get_version(self, version_arn: str) -> Dict[str, Any]:
+        """The stored record whose (only) version has this ARN, as a group version names it."""
+        records = self.all()
+        for record in records:
+            if record["Definition"]["LatestVersionArn"] == version_arn:
+                return record
+        known = ", ".join(r["Definition"]["LatestVersionArn"] for r in records)
+        raise DefinitionNotFoundError(
+            f"{version_arn!r} is not the version ARN of a {self.label} in {self.directory} "
+            f"(known: {known or 'none'})")
+
+
+class ResourceDefinitionStore(ConnectorDefinitionStore):
+    """Resource definitions (`ggic create-resource-definition`), stored like connector definitions."""
+
+    kind: ClassVar[str] = "resources"
+    label: ClassVar[str] = "resource definition"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -66,19 +66,36 @@ def import_mxnet(threads: int):
     return mxnet
 
 
-def select_context(mx, gpu_acceleration: str):
-    """mx.cpu() or mx.gpu(0); a GPU request that cannot be met stops the start with the reason."""
+#: Set to "cpu" to serve on the CPU, with a warning, when GPUAcceleration=GPU cannot be met (the default refuses).
+GPU_FALLBACK_ENV = "GGIC_GPU_FALLBACK"
+
+
+def select_context(mx, gpu_acceleration: str, environ: Optional[Mapping[str, str]] = None):
+    """mx.cpu() or mx.gpu(0); a GPU request that cannot be met stops the start with the reason.
+
+    Silently serving a GPU request on the CPU would hide a broken device (and be many times slower), so falling
+    back needs the user's explicit GGIC_GPU_FALLBACK=cpu, and is logged as a warning.
+    """
     if gpu_acceleration != "GPU":
         return mx.cpu()
+    environ = os.environ if environ is None else environ
+    fallback = environ.get(GPU_FALLBACK_ENV, "")
+    if fallback not in ("", "cpu"):
+        raise AcceleratorUnavailableError(
+            f"{GPU_FALLBACK_ENV}={fallback!r} is not understood: set it to 'cpu' (serve on the CPU when no GPU can "
+            f"be used) or leave it unset (refuse to start)")
     if not mx.runtime.Features().is_enabled("CUDA"):
-        raise AcceleratorUnavailableError(
-            "GPUAcceleration=GPU, but the installed MXNet was built without CUDA: install a CUDA build of MXNet "
-            "(e.g. mxnet-cu112) or set GPUAcceleration=CPU")
-    if mx.context.num_gpus() < 1:
-        raise AcceleratorUnavailableError(
-            "GPUAcceleration=GPU, but no CUDA GPU is visible to MXNet on this machine: check the driver and "
-            "CUDA_VISIBLE_DEVICES, or set GPUAcceleration=CPU")
-    return mx.gpu(0)
+        problem = ("GPUAcceleration=GPU, but the installed MXNet was built without CUDA: install a CUDA build of "
+                   "MXNet (e.g. mxnet-cu112, or on a Jetson one built for its JetPack) or set GPUAcceleration=CPU")
+    elif mx.context.num_gpus() < 1:
+        problem = ("GPUAcceleration=GPU, but no CUDA GPU is visible to MXNet on this machine: check the driver and "
+                   "CUDA_VISIBLE_DEVICES, or set GPUAcceleration=CPU")
+    else:
+        return mx.gpu(0)
+    if fallback == "cpu":
+        log.warning("%s; serving on the CPU because %s=cpu", problem, GPU_FALLBACK_ENV)
+        return mx.cpu()
+    raise AcceleratorUnavailableError(f"{problem} ({GPU_FALLBACK_ENV}=cpu falls back to the CPU instead)")
 
 
 class ClassifierModel:

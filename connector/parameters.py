@@ -561,20 +561,29 @@ def validate_connector_definition(request: Mapping[str, Any]) -> tuple[dict, lis
         if len(path) >= 5 and path[:2] == ("InitialVersion", "Connectors") and path[3] == "Parameters" \
                 and path[2] in checked:
             continue
-        where = _request_path(path)
-        if problem.kind == "missing":
-            text = f"Request field {where} is required but missing"
-        elif problem.kind == "unknown":
-            text = f"Request field {where} is not allowed (value {_show(problem.value)})"
-        else:
-            text = f"Request field {where} value {_show(problem.value)} {problem.rule}"
-        shape_details.append(_detail(INVALID_REQUEST, text))
+        shape_details.append(_detail(INVALID_REQUEST, _request_problem_text(problem)))
 
     all_details = shape_details + details
     if all_details:
         raise BadRequestError(all_details)
     # Warnings are returned, not logged: the caller (CLI, API handler) decides how to show them.
     return normalised, warnings
+
+
+def request_problems(schema_file: str, request: Any) -> list[dict]:
+    """InvalidRequest details, one per way `request` departs from a request schema of `schemas/` (the group,
+    resource-definition and group-version requests use it; same wording as CreateConnectorDefinition's)."""
+    return [_detail(INVALID_REQUEST, _request_problem_text(problem))
+            for problem in _problems(_validator(schema_file), request)]
+
+
+def _request_problem_text(problem) -> str:
+    where = _request_path(problem.path)
+    if problem.kind == "missing":
+        return f"Request field {where} is required but missing"
+    if problem.kind == "unknown":
+        return f"Request field {where} is not allowed (value {_show(problem.value)})"
+    return f"Request field {where} value {_show(problem.value)} {problem.rule}"
 
 
 # --- the connector's own view: parameters delivered as environment variables ----------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np

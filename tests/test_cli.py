@@ -130,7 +130,7 @@ def test_gpu_acceleration_without_a_gpu_fails_the_start_clearly(tmp_path, digits
     if mx.runtime.Features().is_enabled("CUDA") and mx.context.num_gpus() > 0:
         pytest.skip("this machine has a usable GPU")
     entry = connector_entry(digits_model, platform="Aarch64JTX2", GPUAcceleration="GPU")
-    rt = GGICRuntime(tmp_path / "state", [entry]).start(expect_ready=False)
+    rt = GGICRuntime(tmp_path / "state", [entry], run_args=["--allow-platform-mismatch"]).start(expect_ready=False)
     try:
         assert rt.wait_exit() == 1
         assert "GPUAcceleration=GPU, but" in rt.output()
@@ -145,7 +145,7 @@ def test_gpu_acceleration_serves_on_the_gpu_when_there_is_one(tmp_path, digits_m
     if not (mx.runtime.Features().is_enabled("CUDA") and mx.context.num_gpus() > 0):
         pytest.skip("no CUDA build of MXNet or no GPU on this machine (CI has none)")
     entry = connector_entry(digits_model, platform="Aarch64JTX2", GPUAcceleration="GPU")
-    with GGICRuntime(tmp_path / "state", [entry]) as rt:
+    with GGICRuntime(tmp_path / "state", [entry], run_args=["--allow-platform-mismatch"]) as rt:
         assert "bound on gpu(0)" in rt.log_of("GG-ML-INF-image-classification-imageClassification")
 
 
@@ -156,6 +156,12 @@ def test_lambda_zip_deploys_an_importable_working_handler(tmp_path, digits_model
     assert result.returncode == 0, result.stderr
     names = zipfile.ZipFile(archive).namelist()
     assert "connector/handler.py" in names and "schemas/image-classification-v2.schema.json" in names
+    # Exactly the connector's modules and the schemas: nothing compiled, no tests, no stray files.
+    expected = {p.relative_to(REPO).as_posix() for p in (REPO / "connector").rglob("*.py")
+                if "__pycache__" not in p.parts}
+    expected |= {f"schemas/{p.name}" for p in (REPO / "schemas").glob("*.json")}
+    assert set(names) == expected and len(names) == len(expected)
+    assert {"connector/doctor.py", "connector/platforms.py", "connector/runtime/runtime.py"} <= set(names)
     probe = (
         "import sys, types, json\n"
         "import connector.handler as h\n"

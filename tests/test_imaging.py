@@ -533,7 +533,7 @@ def test_limit_boundary_on_a_real_photo(rocket_jpeg):
     pixels = 640 * 427
     tensor = imaging.preprocess(rocket_jpeg, "image/jpeg", 28, 28, max_pixels=pixels)
     assert np.array_equal(tensor, reference_tensor(rocket_jpeg, 28, 28))
-    with pytest.raises(ImageTooLargeError, match=f"640x427 = 273,280 pixels, more than the limit of 273,279"):
+    with pytest.raises(ImageTooLargeError, match="640x427 = 273,280 pixels, more than the limit of 273,279"):
         imaging.preprocess(rocket_jpeg, "image/jpeg", 28, 28, max_pixels=pixels - 1)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 
 import boto3
-import pytest
 
 from conftest import free_port
 from ggic_runtime import GGICRuntime, connector_entry

@@ -80,6 +80,7 @@ class FunctionProcess:
         self._stopping = False
         self._consecutive_failures = 0
         self._log: Optional[RotatingLogFile] = None
+        self._pump: Optional[threading.Thread] = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -109,7 +110,7 @@ class FunctionProcess:
             [sys.executable, "-m", "connector.runtime.lambda_runtime"],
             env=self._environment(), cwd=str(self.spec.working_dir or Path.cwd()),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        pump(self._process.stdout, self._log)
+        self._pump = pump(self._process.stdout, self._log)
         self.worker_id = str(uuid.uuid4())
         self._set_state_locked(FunctionState.STARTING)
         log.info("started %s (pid %d, worker %s), log %s", self.spec.arn, self._process.pid, self.worker_id,
@@ -193,6 +194,13 @@ class FunctionProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def close_log(self) -> None:
+        """After `stop`: close the log file once the process's last output is in (a retired generation)."""
+        if self._pump is not None:
+            self._pump.join(STOP_GRACE_S)  # a child that outlives the process may hold the pipe a little longer
+        if self._log is not None and (self._pump is None or not self._pump.is_alive()):
+            self._log.close()
 
     @property
     def pid(self) -> Optional[int]:

@@ -56,6 +56,7 @@ class RuntimeConfig:
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
     max_image_pixels: Optional[int] = None
+    engine: Optional[str] = None  # "mxnet" (default) or "onnxruntime", for every connector
 
     @property
     def root(self) -> Path:
@@ -103,7 +104,10 @@ def lambda_function_spec(target: str, config: RuntimeConfig) -> FunctionSpec:
 
 
 def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfig) -> FunctionSpec:
-    name = connector.function_arn.split(":function:", 1)[1]
+    # A qualified ARN (`...:function:NAME:QUALIFIER`, a group deployment's generation) keeps the function's log
+    # file but gets a status file of its own: two generations run side by side while one replaces the other.
+    qualified = connector.function_arn.split(":function:", 1)[1]
+    name = qualified.split(":", 1)[0]
     environment = dict(connector.parameters)
     environment.update({
         "GGIC_CONNECTOR_ARN": connector.connector_arn,
@@ -112,23 +116,27 @@ def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfi
     })
     if config.max_image_pixels:
         environment["GGIC_MAX_IMAGE_PIXELS"] = str(config.max_image_pixels)
+    if config.engine:
+        environment["GGIC_ENGINE"] = config.engine
     timeout = connector.parameters.get("LocalInferenceServiceTimeoutSeconds", "")
     return FunctionSpec(arn=connector.function_arn, handler=CONNECTOR_HANDLER, encoding="binary",
                         environment=environment, log_path=config.user_log_dir / "aws" / f"{name}.log",
                         is_connector=True, timeout_s=float(timeout) if timeout.isdigit() else None,
-                        status_path=config.status_dir / f"{name}.json",
+                        status_path=config.status_dir / f"{qualified.replace(':', '@')}.json",
                         log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
 
 
 class Runtime:
     """Starts the IPC server and the functions, reports readiness, stops everything on request."""
 
+    dispatcher_class = Dispatcher  # deployments.GroupRuntime routes invocations between generations
+
     def __init__(self, config: RuntimeConfig, connectors: List[ConnectorDeployment],
                  lambdas: List[str]) -> None:
         self.config = config
         self.token = secrets.token_urlsafe(32)  # fresh for every start
         self.metrics = RuntimeMetrics(self.snapshot)
-        self.dispatcher = Dispatcher(on_finished=self.metrics.observe)
+        self.dispatcher = self.dispatcher_class(on_finished=self.metrics.observe)
         self.specs: List[FunctionSpec] = [connector_function_spec(c, config) for c in connectors]
         self.specs += [lambda_function_spec(target, config) for target in lambdas]
         self.functions: Dict[str, FunctionProcess] = {}
@@ -204,8 +212,12 @@ class Runtime:
         log.info("runtime ready: %d function(s) on %s:%d; client environment in %s",
                  len(self.functions), self.config.host, self.server.port, self.env_file)
 
+    def _function_for(self, function_arn: str) -> Optional[FunctionProcess]:
+        """The process a (possibly qualified) function ARN from the IPC server belongs to."""
+        return self.functions.get(unqualified_arn(function_arn))
+
     def _on_initialized(self, function_arn: str, success: bool, response: str) -> None:
-        function = self.functions.get(unqualified_arn(function_arn))
+        function = self._function_for(function_arn)
         if function is not None:
             function.initialized(success, response)
 
@@ -213,7 +225,7 @@ class Runtime:
         return {arn: function.health() for arn, function in list(self.functions.items())}
 
     def _on_stuck(self, function_arn: str, overdue: List[Invocation]) -> None:
-        function = self.functions.get(function_arn)
+        function = self._function_for(function_arn)
         if function is not None:
             function.kill_stuck(len(overdue))
 
@@ -281,9 +293,14 @@ class Runtime:
             "region": self.config.region,
             "started": time.time(),
             "functions": {arn: {"log": str(f.spec.log_path), "connector": f.spec.is_connector}
-                          for arn, f in self.functions.items()},
+                          for arn, f in list(self.functions.items())},
+            **self.extra_state(),
         }
         _write_private(self.state_file, json.dumps(state, indent=2))
+
+    def extra_state(self) -> Dict[str, object]:
+        """More for `<state-dir>/runtime.json` (a group runtime adds its group and deployment)."""
+        return {}
 
     def stop(self) -> None:
         self.dispatcher.stop_sweeper()

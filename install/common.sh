@@ -1,0 +1,285 @@
+# shellcheck shell=bash
+# Shared by install/x86_64.sh, install/armv7l.sh and install/nvidiajtx2.sh: the modern equivalents of the
+# connector documentation's "Installing MXNet Dependencies" scripts. Each platform script sets its packages and
+# calls main_install; everything here is idempotent (it checks before it installs) and --dry-run prints every
+# command that would change the machine without running it (read-only checks such as dpkg-query still run).
+#
+# Overrides for tests and odd devices: GGIC_INSTALL_OS_RELEASE (a file in /etc/os-release format),
+# GGIC_INSTALL_ARCH (instead of `uname -m`), GGIC_INSTALL_VENV (instead of /opt/ggic/venv).
+
+GGIC_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CONSTRAINTS="$GGIC_REPO/install/constraints.txt"
+DRY_RUN=0
+VENV=${GGIC_INSTALL_VENV:-/opt/ggic/venv}
+PYTHON=""
+MXNET_WHEEL=""
+SYSTEM_SITE_PACKAGES=0
+# The connector's runtime dependencies besides MXNet (setup.py install_requires), installed with the pins.
+PYTHON_DEPENDENCIES=(numpy opencv-python-headless jsonschema boto3 prometheus_client)
+
+say() { printf '==> %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Print a command (shell-quoted, so it can be pasted), then run it unless this is a dry run.
+run() {
+    local quoted
+    quoted=$(printf '%q ' "$@")
+    printf '+ %s\n' "${quoted% }"
+    if ((DRY_RUN == 0)); then
+        "$@"
+    fi
+}
+
+as_root() {
+    if ((EUID == 0)); then
+        run "$@"
+    else
+        run sudo "$@"
+    fi
+}
+
+usage() {
+    cat <<EOF
+Usage: $SCRIPT_NAME [--dry-run] [--venv DIR] [--python PATH] [--mxnet-wheel FILE] [--system-site-packages]
+
+Installs what the ML Image Classification connector (ggic) needs on $PLATFORM_DESCRIPTION:
+the system packages (apt$([[ -n ${DNF_PACKAGES:-} ]] && printf '/dnf')), then a Python virtual environment with
+MXNet, numpy, OpenCV and ggic at the versions pinned in install/constraints.txt. Whatever is already installed is
+left alone, so running it twice is harmless.
+
+  --dry-run               print every command that would change the machine, run none of them
+  --venv DIR              the virtual environment (default /opt/ggic/venv, or \$GGIC_INSTALL_VENV)
+  --python PATH           the Python 3.8-3.11 to build it with (default: the distribution's)
+  --mxnet-wheel FILE      install this MXNet wheel (e.g. your own build) instead of PyPI's mxnet
+  --system-site-packages  let the venv see distribution packages (e.g. python3-opencv)
+$PLATFORM_NOTES
+EOF
+}
+
+parse_args() {
+    while (($#)); do
+        case $1 in
+            --dry-run) DRY_RUN=1 ;;
+            --venv) [[ $# -ge 2 ]] || die "--venv needs a directory"; VENV=$2; shift ;;
+            --python) [[ $# -ge 2 ]] || die "--python needs a path"; PYTHON=$2; shift ;;
+            --mxnet-wheel) [[ $# -ge 2 ]] || die "--mxnet-wheel needs a file"; MXNET_WHEEL=$2; shift ;;
+            --system-site-packages) SYSTEM_SITE_PACKAGES=1 ;;
+            -h | --help) usage; exit 0 ;;
+            *) die "unknown option '$1' (see $SCRIPT_NAME --help)" ;;
+        esac
+        shift
+    done
+    if [[ -n $MXNET_WHEEL ]]; then
+        [[ -f $MXNET_WHEEL && $MXNET_WHEEL == *.whl ]] || die "--mxnet-wheel $MXNET_WHEEL is not a .whl file"
+        MXNET_WHEEL=$(cd "$(dirname "$MXNET_WHEEL")" && pwd)/$(basename "$MXNET_WHEEL")
+    fi
+}
+
+# --- where are we --------------------------------------------------------------------------------------------
+
+OS_ID="" OS_ID_LIKE="" OS_VERSION_ID="" OS_PRETTY=""
+
+read_os_release() {
+    local file=${GGIC_INSTALL_OS_RELEASE:-/etc/os-release} key value
+    [[ -r $file ]] || die "cannot read $file, so cannot tell which OS this is"
+    while IFS='=' read -r key value; do
+        value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
+        case $key in
+            ID) OS_ID=$value ;;
+            ID_LIKE) OS_ID_LIKE=$value ;;
+            VERSION_ID) OS_VERSION_ID=$value ;;
+            PRETTY_NAME) OS_PRETTY=$value ;;
+        esac
+    done <"$file"
+    OS_PRETTY=${OS_PRETTY:-${OS_ID:-unknown} ${OS_VERSION_ID}}
+    OS_RELEASE_FILE=$file
+}
+
+# require_arch NAME...: this machine's `uname -m` must be one of NAME.
+require_arch() {
+    local machine=${GGIC_INSTALL_ARCH:-$(uname -m)} accepted suggestion
+    for accepted in "$@"; do
+        [[ $machine == "$accepted" ]] && return 0
+    done
+    case $machine in
+        x86_64 | amd64) suggestion="use install/x86_64.sh" ;;
+        armv7l | armv8l | armhf) suggestion="use install/armv7l.sh" ;;
+        aarch64 | arm64) suggestion="use install/nvidiajtx2.sh (Jetson TX2 and other aarch64 boards)" ;;
+        *) suggestion="no ML Image Classification connector exists for $machine" ;;
+    esac
+    die "$SCRIPT_NAME is for $(printf '%s/' "$@" | sed 's:/$::') machines, but this machine is $machine (uname -m): $suggestion"
+}
+
+# require_os ID...: /etc/os-release's ID (or one of its ID_LIKE) must be one of ID. Sets PKG_TOOL.
+require_os() {
+    local wanted like
+    for wanted in "$@"; do
+        for like in $OS_ID $OS_ID_LIKE; do
+            if [[ $like == "$wanted" ]]; then
+                case $wanted in
+                    amzn | rhel | fedora) PKG_TOOL=dnf ;;
+                    *) PKG_TOOL=apt ;;
+                esac
+                return 0
+            fi
+        done
+    done
+    die "$SCRIPT_NAME supports $SUPPORTED_OS_DESCRIPTION; this is '$OS_PRETTY' (ID=${OS_ID:-none} in $OS_RELEASE_FILE). On another distribution install the equivalent packages by hand (README: Installing the dependencies), then run: $SCRIPT_NAME --dry-run to see the Python steps"
+}
+
+# --- system packages -----------------------------------------------------------------------------------------
+
+package_installed() {
+    case $PKG_TOOL in
+        apt)
+            command -v dpkg-query >/dev/null || return 1
+            # shellcheck disable=SC2016  # ${Status} is dpkg-query's format field, not a shell variable
+            [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+            ;;
+        dnf)
+            command -v rpm >/dev/null && rpm -q "$1" >/dev/null 2>&1
+            ;;
+    esac
+}
+
+install_packages() {
+    local package missing=() present=()
+    for package in "$@"; do
+        if package_installed "$package"; then present+=("$package"); else missing+=("$package"); fi
+    done
+    if ((${#present[@]})); then
+        say "system packages already installed: ${present[*]}"
+    fi
+    if ((${#missing[@]} == 0)); then
+        say "system packages: nothing to install"
+        return 0
+    fi
+    say "system packages to install: ${missing[*]}"
+    case $PKG_TOOL in
+        apt)
+            as_root apt-get update
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+            ;;
+        dnf)
+            as_root dnf install -y "${missing[@]}"
+            ;;
+    esac
+}
+
+# --- Python ---------------------------------------------------------------------------------------------------
+
+# The distribution's Python packages and interpreter: python3 is 3.8-3.11 on Debian 11/12, Ubuntu 20.04/22.04 and
+# Raspberry Pi OS 11/12; Ubuntu 18.04 (JetPack 4 on the TX2) needs python3.8; Amazon Linux 2023 has python3.11.
+# With --python nothing is installed for Python.
+PYTHON_PACKAGES=() PYTHON_DEFAULT=python3
+
+python_for_os() {
+    if [[ -n $PYTHON ]]; then
+        PYTHON_PACKAGES=()
+    elif [[ $PKG_TOOL == dnf ]]; then
+        PYTHON_PACKAGES=(python3.11 python3.11-devel) PYTHON_DEFAULT=python3.11
+    elif [[ $OS_ID == ubuntu && $OS_VERSION_ID == 18.04 ]]; then
+        PYTHON_PACKAGES=(python3.8 python3.8-venv python3.8-dev) PYTHON_DEFAULT=python3.8
+    else
+        PYTHON_PACKAGES=(python3 python3-venv python3-dev) PYTHON_DEFAULT=python3
+    fi
+}
+
+# numpy 1.23.5 (the pin MXNet 1.9.1 needs: it uses aliases removed in numpy 1.24) has wheels for CPython 3.8-3.11.
+python_usable() {
+    "$1" -c 'import sys; sys.exit(0 if (3, 8) <= sys.version_info[:2] <= (3, 11) else 1)' 2>/dev/null
+}
+
+# choose_python DEFAULT: --python if given, else DEFAULT (the distribution's interpreter installed above).
+choose_python() {
+    local default=$1 version
+    if [[ -n $PYTHON ]]; then
+        python_usable "$PYTHON" || die "--python $PYTHON is not a working Python 3.8-3.11"
+        return 0
+    fi
+    # A pyenv shim or a broken link may be on the PATH without a working interpreter behind it.
+    version=$("$default" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || version=""
+    if [[ -n $version ]]; then
+        python_usable "$default" || die "$default is Python $version, but numpy 1.23.5 (pinned for MXNet 1.9.1) needs Python 3.8-3.11: install one (e.g. python3.11) and pass --python PATH"
+        PYTHON=$default
+        return 0
+    fi
+    if ((DRY_RUN)); then
+        PYTHON=$default
+        say "$default is not installed yet: the package step above installs it"
+        return 0
+    fi
+    die "$default does not run after installing the system packages: pass --python PATH to a Python 3.8-3.11"
+}
+
+# True when the venv already has ggic, an MXNet, and the other runtime dependencies at their pinned versions.
+python_dependencies_installed() {
+    [[ -x $VENV/bin/python ]] || return 1
+    "$VENV/bin/python" - "$CONSTRAINTS" "${PYTHON_DEPENDENCIES[@]}" <<'EOF'
+import importlib.metadata as metadata
+import re
+import sys
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+pins = {}
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if "==" in line:
+        name, version = line.split("==", 1)
+        pins[canonical(name)] = version.strip()
+installed = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
+missing = [name for name in ["ggic"] + sys.argv[2:]
+           if canonical(name) not in installed
+           or (canonical(name) in pins and installed[canonical(name)] != pins[canonical(name)])]
+if not any(name == "mxnet" or name.startswith("mxnet-") for name in installed):
+    missing.append("mxnet")
+sys.exit(1 if missing else 0)
+EOF
+}
+
+install_python_dependencies() {
+    if python_dependencies_installed; then
+        say "Python dependencies already installed at the pinned versions in $VENV: nothing to do"
+        return 0
+    fi
+    if [[ ! -x $VENV/bin/python ]]; then
+        if ((SYSTEM_SITE_PACKAGES)); then
+            run "$PYTHON" -m venv --system-site-packages "$VENV"
+        else
+            run "$PYTHON" -m venv "$VENV"
+        fi
+    fi
+    # Old distribution pips (Ubuntu 18.04's 9.0) cannot install manylinux2014 wheels.
+    run "$VENV/bin/python" -m pip install --disable-pip-version-check 'pip>=20.3'
+    local mxnet=(mxnet)
+    if [[ -n $MXNET_WHEEL ]]; then
+        run "$VENV/bin/pip" install --no-deps "$MXNET_WHEEL"
+        mxnet=()
+    fi
+    run "$VENV/bin/pip" install -c "$CONSTRAINTS" "${mxnet[@]}" "${PYTHON_DEPENDENCIES[@]}"
+    run "$VENV/bin/pip" install --no-deps "$GGIC_REPO"
+}
+
+# --- the whole run --------------------------------------------------------------------------------------------
+
+main_install() {
+    parse_args "$@"
+    read_os_release
+    require_arch "${ACCEPTED_ARCHES[@]}"
+    require_os "${SUPPORTED_OS_IDS[@]}"
+    ((DRY_RUN)) && say "dry run: printing the commands that would change this machine, running none"
+    say "$SCRIPT_NAME on $OS_PRETTY (${GGIC_INSTALL_ARCH:-$(uname -m)}), virtual environment $VENV"
+    platform_checks
+    python_for_os
+    if [[ $PKG_TOOL == dnf ]]; then
+        install_packages "${DNF_PACKAGES[@]}" "${PYTHON_PACKAGES[@]}"
+    else
+        install_packages "${APT_PACKAGES[@]}" "${PYTHON_PACKAGES[@]}"
+    fi
+    choose_python "$PYTHON_DEFAULT"
+    install_python_dependencies
+    say "done. Check the device with: $VENV/bin/ggic doctor"
+}

@@ -1,0 +1,126 @@
+"""The opt-in ONNX Runtime engine (connector/onnx_model.py, `ggic run --engine onnxruntime`) answers like MXNet on the
+committed, really trained digits model, in process and through the real runtime.
+
+Skipped unless the `onnx` extra is installed (`make test` installs it).
+The reference is a direct MXNet forward (tests/material.py `ReferenceModel`, no connector code) of the same
+tensor; the ONNX model comes from MXNet's own exporter with the corrections `connector.onnx_model.convert` makes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from connector.artifact import locate  # noqa: E402
+from connector.errors import AcceleratorUnavailableError  # noqa: E402
+from connector.model import InputShape  # noqa: E402
+from connector.onnx_model import ONNX_OPSET, OnnxClassifierModel, convert  # noqa: E402
+from examples.models.digits import digit_png, split  # noqa: E402
+from material import DIGITS_MODEL, ReferenceModel, photos, reference_tensor  # noqa: E402
+
+SHAPE = (3, 28, 28)
+MAX_ABS_DIFF = 1e-4
+DIGITS = 30
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    return convert(locate(DIGITS_MODEL), SHAPE, tmp_path_factory.mktemp("onnx") / "digits.onnx")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def engines(cache):
+    return ReferenceModel(DIGITS_MODEL, 6, SHAPE), OnnxClassifierModel(
+        locate(DIGITS_MODEL), InputShape(*SHAPE, source="test"), threads=1, cache_dir=cache)
+
+
+def _images():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    _, heldout = split()
+    images = {f"digit-{i}": digit_png(digits.images[i]) for i in heldout[:DIGITS]}
+    images.update({name: body for name, (_, body) in photos().items()})
+    return images
+
+
+def test_onnx_runtime_answers_like_mxnet_on_heldout_digits_and_photos(engines):
+    reference, ort_engine = engines
+    worst = 0.0
+    for name, body in _images().items():
+        expected = reference.probabilities(body)
+        got = ort_engine.predict(reference_tensor(body, SHAPE[1], SHAPE[2]))
+        assert got.shape == expected.shape == (10,)
+        assert got.argmax() == expected.argmax(), f"{name}: top-1 {got.argmax()} != MXNet's {expected.argmax()}"
+        diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
+        assert diff <= MAX_ABS_DIFF, f"{name}: max |dp| {diff:.2e}"
+        worst = max(worst, diff)
+    print(f"max |dp| over {DIGITS} digits and {len(photos())} photos: {worst:.2e}")
+
+
+def test_fix_gamma_batchnorm_runs_with_gamma_one_as_in_mxnet(converted):
+    """The trained params hold bn_data_gamma = 0.9999 (weight decay on a gamma MXNet never uses)."""
+    import mxnet as mx
+
+    stored = mx.nd.load(str(next(DIGITS_MODEL.glob("*.params"))))["arg:bn_data_gamma"].asnumpy()
+    assert not np.all(stored == 1.0)
+    assert converted.fixed_gamma == ["bn_data"]
+    model = onnx.load(converted.onnx_path)
+    gamma = next(t for t in model.graph.initializer if t.name == "bn_data_gamma")
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(gamma), np.ones(3, np.float32))
+
+
+def test_exported_graph_takes_only_data_and_declares_the_opset_it_was_translated_for(converted):
+    model = onnx.load(converted.onnx_path)
+    assert [i.name for i in model.graph.input] == ["data"]
+    assert [o.name for o in model.graph.output] == ["softmax"]
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {ONNX_OPSET}
+    assert "SoftmaxOutput" not in {n.op_type for n in model.graph.node}
+    onnx.checker.check_model(model)
+
+
+def test_a_second_start_loads_the_cached_conversion(engines, cache):
+    _, first = engines
+    assert first.onnx_path.parent == cache / "onnx" and first.num_classes == 10
+    written = first.onnx_path.stat().st_mtime_ns
+    second = OnnxClassifierModel(locate(DIGITS_MODEL), InputShape(*SHAPE, source="test"), threads=1,
+                                 cache_dir=cache)
+    assert second.onnx_path == first.onnx_path and second.onnx_path.stat().st_mtime_ns == written
+    assert sorted(p.name for p in (cache / "onnx").iterdir()) == [first.onnx_path.name]
+
+
+def test_the_runtime_serves_with_onnx_runtime_when_asked(tmp_path, sdk_env, engines):
+    from ggic_runtime import GGICRuntime, connector_entry
+
+    reference, _ = engines
+    import greengrass_machine_learning_sdk as ml
+
+    with GGICRuntime(tmp_path / "state", [connector_entry(DIGITS_MODEL)],
+                     run_args=["--engine", "onnxruntime"]) as runtime:
+        sdk_env(runtime)
+        client = ml.client("inference")
+        for name, body in list(_images().items())[:8]:
+            response = client.invoke_inference_service(AlgoType="image-classification",
+                                                       ServiceName="imageClassification",
+                                                       ContentType="image/png" if body[:4] == b"\x89PNG"
+                                                       else "image/jpeg", Body=body)
+            got = np.array(json.loads(response["Body"].read()), dtype=np.float64)
+            expected = reference.probabilities(body)
+            assert got.argmax() == expected.argmax() and np.max(np.abs(got - expected)) <= MAX_ABS_DIFF, name
+        log = runtime.log_of("GG-ML-INF-image-classification-imageClassification")
+    assert "on ONNX Runtime (CPU)" in log
+
+
+def test_gpu_acceleration_is_refused_with_the_reason():
+    with pytest.raises(AcceleratorUnavailableError, match="CPU only"):
+        OnnxClassifierModel(locate(DIGITS_MODEL), InputShape(*SHAPE, source="test"), gpu_acceleration="GPU")
