@@ -47,6 +47,8 @@ TARGET_P50_DELTA_MS = 1.0
 TARGET_THROUGHPUT_RATIO = 0.95
 TARGET_COLD_START_S = 1.5
 TARGET_RSS_MB = 400.0
+# Room for several MXNet workers: the bench measures speed, not the limit's enforcement.
+BENCH_LIMIT_KB = 4_000_000
 
 
 @dataclass
@@ -221,13 +223,15 @@ def clients_run(body: bytes, clients: int, settings: Settings) -> dict:
     return {"clients": clients, "rps": round(len(every) / elapsed, 2), "latency": latency_summary(every)}
 
 
-def service(model: Path, image: Path, settings: Settings, env: Dict[str, str], engine: str = "mxnet") -> dict:
+def service(model: Path, image: Path, settings: Settings, env: Dict[str, str], engine: str = "mxnet",
+            workers: int = 1) -> dict:
     from tests.ggic_runtime import GGICRuntime, connector_entry
 
     body = image.read_bytes()
     with tempfile.TemporaryDirectory(prefix="ggic-bench-") as state:
-        runtime = GGICRuntime(Path(state), [connector_entry(model, service_name=SERVICE, connector_id=SERVICE)],
-                              base_env=env, run_args=["--engine", engine])
+        runtime = GGICRuntime(Path(state), [connector_entry(model, service_name=SERVICE, connector_id=SERVICE,
+                                                            LocalInferenceServiceMemoryLimitKB=str(BENCH_LIMIT_KB))],
+                              base_env=env, run_args=["--engine", engine, "--workers", str(workers)])
         if engine != "mxnet":  # convert once into the state's model cache, as a device's first start does;
             with runtime:      # the cold start measured below is then a restart's
                 pass
@@ -269,9 +273,10 @@ def _first_answer(runtime, body: bytes, launched: float, timeout_s: float = 120.
 
 # --- report -----------------------------------------------------------------------------------------------
 
-def targets(bare: dict, served: dict, model: str) -> Dict[str, dict]:
+def targets(bare: dict, served: dict, model: str, workers: Optional[dict] = None) -> Dict[str, dict]:
+    """The issue's targets: latency of the default layout (1 worker), throughput of the better layout."""
     delta = served["latency_1_client"]["p50_ms"] - bare["latency"]["p50_ms"]
-    ratio = served["clients"]["4"]["rps"] / bare["best_rps"]
+    ratio = max(served["clients"]["4"]["rps"], (workers or served)["clients"]["4"]["rps"]) / bare["best_rps"]
     result = {
         "p50_delta_ms": {"value": round(delta, 3), "target": f"<= {TARGET_P50_DELTA_MS}",
                          "met": delta <= TARGET_P50_DELTA_MS},
@@ -307,6 +312,13 @@ def format_table(report: dict) -> str:
         lines.append(f"{name:<20}bare layouts (processes x threads): {layouts}; best {bare['best_layout']}")
         lines.append(f"{name:<20}cold start {served['cold_start_s']:.2f} s, peak RSS {served['peak_rss_mb']:.0f} MB "
                      f"(worker {served['worker_rss_mb']:.0f} MB)")
+        several = entry.get("service_workers")
+        if several:
+            lines.append(f"{name:<20}with --workers {report['host']['cpus']}: p50 1 client "
+                         f"{several['latency_1_client']['p50_ms']:.2f} ms, 4 clients {several['clients']['4']['rps']:.1f}/s "
+                         f"({several['clients']['4']['rps'] / bare['best_rps']:.2f}x the bare best), 8 clients "
+                         f"{several['clients']['8']['rps']:.1f}/s, cold start {several['cold_start_s']:.2f} s, "
+                         f"peak RSS {several['peak_rss_mb']:.0f} MB")
         onnx = entry.get("service_onnxruntime")
         if onnx:
             lines.append(f"{name:<20}with --engine onnxruntime: p50 1 client {onnx['latency_1_client']['p50_ms']:.2f} ms "
@@ -369,7 +381,11 @@ def run(models: Sequence[str], settings: Settings, engines: Sequence[str] = ("mx
             bare = bare_engine(model, image, settings, env)
             log.info("%s: service", name)
             served = service(model, image, settings, env)
-            entry = {"bare": bare, "service": served, "targets": targets(bare, served, name)}
+            entry = {"bare": bare, "service": served}
+            if cores() > 1:
+                log.info("%s: service with %d workers", name, cores())
+                entry["service_workers"] = service(model, image, settings, env, workers=cores())
+            entry["targets"] = targets(bare, served, name, entry.get("service_workers"))
             if "onnxruntime" in engines:
                 log.info("%s: service with ONNX Runtime", name)
                 entry["service_onnxruntime"] = service(model, image, settings, env, "onnxruntime")

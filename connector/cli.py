@@ -126,7 +126,7 @@ def runtime_config(args: argparse.Namespace, region: str):
     return RuntimeConfig(state_dir=args.state_dir, region=region, host=args.host, port=args.port,
                          greengrass_root=args.greengrass_root, max_work_items=args.max_queued_requests,
                          max_request_bytes=args.max_request_bytes, log_max_bytes=args.log_max_bytes,
-                         max_image_pixels=args.max_image_pixels, engine=args.engine)
+                         max_image_pixels=args.max_image_pixels, engine=args.engine, workers=args.workers)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -237,10 +237,12 @@ def format_status(report: Dict[str, Any]) -> str:
                      f"queued {entry['queued']}, in flight {entry['in_flight']}")
         supervisor = entry.get("supervisor")
         if supervisor:
-            worker = supervisor.get("worker") or {}
+            workers = supervisor.get("workers") or [supervisor.get("worker") or {}]
             reasons = ", ".join(f"{k} {v}" for k, v in sorted((supervisor.get("restart_reasons") or {}).items()))
-            lines.append(f"  inference worker {worker.get('pid')} {worker.get('state')}, "
-                         f"RSS {worker.get('rss_kb', 0) / 1024:.0f} MiB of {supervisor['memory_limit_kb'] / 1024:.0f}"
+            listed = ", ".join(f"{worker.get('pid')} {worker.get('state')}" for worker in workers)
+            rss_kb = sum(worker.get("rss_kb", 0) for worker in workers)
+            lines.append(f"  inference worker{'s' if len(workers) > 1 else ''} {listed}, "
+                         f"RSS {rss_kb / 1024:.0f} MiB of {supervisor['memory_limit_kb'] / 1024:.0f}"
                          f" MiB limit, restarts {supervisor.get('restarts', 0)}{' (' + reasons + ')' if reasons else ''}")
         lines.append(f"  answered {requests.get('ok', 0)} ok, {sum(errors.values())} errors"
                      f"{' (' + ', '.join(f'{k} {v}' for k, v in sorted(errors.items())) + ')' if errors else ''}"
@@ -618,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="refuse invocations with a larger body before reading it (default 32 MiB)")
     run.add_argument("--engine", choices=("mxnet", "onnxruntime"),
                      help="inference engine of the connectors (default mxnet; onnxruntime needs the onnx extra)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="inference workers per connector, each with cores/workers engine threads (default 1; "
+                          "LocalInferenceServiceMemoryLimitKB is shared between them)")
     run.add_argument("--max-image-pixels", type=int,
                      help="refuse images whose header claims more pixels, before decoding (default 8192x8192)")
     run.add_argument("--max-queued-requests", type=int, default=DEFAULT_MAX_WORK_ITEMS,

@@ -18,14 +18,15 @@ from pathlib import Path
 from . import logs
 from .errors import RequestError
 from .parameters import ImageClassificationParameters
-from .supervisor import InferenceSupervisor
+from .supervisor import InferenceSupervisor, workers_from_environment
 
 log = logging.getLogger(__name__)
 
 parameters = ImageClassificationParameters.from_environment(os.environ)
 logs.set_service_name(parameters.service_name)
 _status_file = os.environ.get("GGIC_STATUS_FILE")
-supervisor = InferenceSupervisor(parameters, Path(_status_file) if _status_file else None)
+supervisor = InferenceSupervisor(parameters, Path(_status_file) if _status_file else None,
+                                 workers=workers_from_environment(os.environ))
 supervisor.start()
 atexit.register(supervisor.stop)
 

@@ -1,14 +1,16 @@
 """The supervisor of the inference worker: the connector's promises about time and memory are kept here.
 
-The connector's function process never imports MXNet. It owns one worker process (`connector.worker`) and, in the
-manner of gunicorn's arbiter, gives it explicit states, watches it, reaps it and replaces it:
+The connector's function process never imports MXNet. It owns its worker processes (`connector.worker`; one by
+default, `GGIC_WORKERS` / `ggic run --workers N` for more, each with cores / N engine threads and an equal share of
+the memory limit) and, in the manner of gunicorn's arbiter, gives each explicit states, watches it, reaps it and
+replaces it:
 
     STARTING ──ready──▶ READY ⇄ BUSY        (a request in hand)
         │                  │
         └──failed / died───┴──▶ BACKOFF ──delay──▶ STARTING
 
-* Memory: a watchdog thread reads the worker's RSS every few milliseconds and kills it with SIGKILL above
-  `LocalInferenceServiceMemoryLimitKB`; the request it held fails with `MemoryLimitExceededError`.
+* Memory: a watchdog thread reads each worker's RSS every few milliseconds and kills it with SIGKILL above its
+  share of `LocalInferenceServiceMemoryLimitKB`; the request it held fails with `MemoryLimitExceededError`.
 * Time: a request is given what is left of its deadline; a worker that has not answered by then is killed and the
   request fails with `InferenceTimeoutError`.
 * Crashes: a worker that dies (a signal, a native crash) fails the request it held with `WorkerCrashedError`.
@@ -33,10 +35,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from . import errors
 from .errors import (
+    ConfigurationError,
     ConnectorStartError,
     InferenceTimeoutError,
     MemoryLimitExceededError,
@@ -63,6 +66,17 @@ STOP_GRACE_S = 3.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
+WORKERS_ENV = "GGIC_WORKERS"
+
+
+def workers_from_environment(environ) -> int:
+    """`GGIC_WORKERS` (`ggic run --workers`): how many inference workers, default 1."""
+    text = environ.get(WORKERS_ENV) or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{WORKERS_ENV}={text!r} is not a number of workers (1 or more)")
+    return int(text)
+
+
 class WorkerState(str, enum.Enum):
     STARTING = "starting"
     READY = "ready"
@@ -76,6 +90,7 @@ class Worker:
     """One worker process and what the supervisor knows of it."""
 
     process: subprocess.Popen
+    slot: int = 0
     started: float = field(default_factory=time.monotonic)
     state: WorkerState = WorkerState.STARTING
     rss_kb: int = 0
@@ -95,15 +110,18 @@ class Worker:
 
 
 class InferenceSupervisor:
-    """Runs inference requests on a supervised worker process; see the module docstring."""
+    """Runs inference requests on supervised worker processes, one request per idle worker; see the module
+    docstring."""
 
     def __init__(self, parameters: ImageClassificationParameters, status_path: Optional[Path] = None,
-                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, workers: int = 1) -> None:
         self.parameters = parameters
         self.limit_kb = parameters.memory_limit_kb
+        self.size = max(1, workers)
+        self.share_kb = self.limit_kb // self.size  # each worker's part of LocalInferenceServiceMemoryLimitKB
         self.status_path = status_path
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.worker: Optional[Worker] = None
+        self.slots: List[Optional[Worker]] = [None] * self.size
         self.restarts = 0
         self.restart_reasons: Dict[str, int] = {}
         self.consecutive_failures = 0
@@ -113,47 +131,65 @@ class InferenceSupervisor:
         self.model_info: Dict[str, object] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._request_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._stopping = False
+
+    @property
+    def worker(self) -> Optional[Worker]:
+        """The first worker (the only one unless the connector runs several)."""
+        return self.slots[0]
+
+    @property
+    def workers(self) -> List[Worker]:
+        return [worker for worker in self.slots if worker is not None]
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the first worker and wait for its model; a failure here is a start-up error with the reason."""
+        """Start the workers and wait for their models; a failure here is a start-up error with the reason."""
         for target, name in ((self._watch_memory, "memory-watchdog"), (self._heartbeat, "heartbeat")):
             threading.Thread(target=target, name=name, daemon=True).start()
-        problem = self._boot(self._spawn())
-        if problem is not None:
-            self.stop()
-            raise problem
+        for worker in [self._spawn(slot) for slot in range(self.size)]:  # they load side by side
+            problem = self._boot(worker)
+            if problem is not None:
+                self.stop()
+                raise problem
 
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
-            worker = self.worker
+            workers = self.workers
             self._changed.notify_all()
-        if worker is not None and worker.process.poll() is None:
-            worker.kill_reason = "stop"
-            try:
-                worker.process.stdin.close()  # the worker exits on end of input
-                worker.process.wait(STOP_GRACE_S)
-            except (OSError, subprocess.TimeoutExpired):
-                worker.process.kill()
-                worker.process.wait()
-        self._set_state(worker, WorkerState.STOPPED)
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.kill_reason = "stop"
+                try:
+                    worker.process.stdin.close()  # the worker exits on end of input
+                    worker.process.wait(STOP_GRACE_S)
+                except (OSError, subprocess.TimeoutExpired):
+                    worker.process.kill()
+                    worker.process.wait()
+            self._set_state(worker, WorkerState.STOPPED)
 
-    def _spawn(self) -> Worker:
+    def _spawn(self, slot: int) -> Worker:
         environment = os.environ.copy()  # the worker finds this package wherever the Lambda's code was unpacked
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, environment.get("PYTHONPATH")]))
+        if self.size > 1 and not environment.get("GGIC_ENGINE_THREADS"):  # workers x threads = cores, no more
+            environment["GGIC_ENGINE_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // self.size))
         process = subprocess.Popen([sys.executable, "-m", "connector.worker"], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, env=environment)
-        worker = Worker(process)
+        worker = Worker(process, slot)
         with self._lock:
-            self.worker = worker
+            self.slots[slot] = worker
         log.info("inference worker %d starting", worker.pid)
         self._publish()
         return worker
+
+    def _limit_text(self) -> str:
+        if self.size == 1:
+            return f"LocalInferenceServiceMemoryLimitKB is {self.limit_kb} KB"
+        return (f"LocalInferenceServiceMemoryLimitKB is {self.limit_kb} KB shared by {self.size} workers "
+                f"({self.share_kb} KB each)")
 
     def _boot(self, worker: Worker) -> Optional[ConnectorStartError]:
         """Wait for the worker's first frame: ready (with its memory checked) or the reason it failed."""
@@ -169,7 +205,7 @@ class InferenceSupervisor:
                 return MemoryLimitTooSmallError(
                     f"loading the model needs more than LocalInferenceServiceMemoryLimitKB allows: the inference "
                     f"worker reached {worker.breach_kb} KB (measured) while loading and was stopped at "
-                    f"{LOAD_HEADROOM}x the limit of {self.limit_kb} KB; raise the limit")
+                    f"{LOAD_HEADROOM}x the limit of {self.share_kb} KB; raise the limit")
             return WorkerStartError(f"the inference worker ended while loading the model ({exc}; "
                                     f"{describe_exit(returncode)}); see the lines above in this log")
         if header.get("op") == "failed":
@@ -179,19 +215,19 @@ class InferenceSupervisor:
                 error_class = WorkerStartError
             return error_class(str(header.get("message")))
         need_kb = int(header.get("rss_kb") or 0)
-        if need_kb > self.limit_kb:
+        if need_kb > self.share_kb:
             worker.kill_reason = "stop"
             worker.process.kill()
             worker.process.wait()
             return MemoryLimitTooSmallError(
                 f"the loaded model needs {need_kb} KB (measured RSS of the inference worker after loading and one "
-                f"warm-up inference) but LocalInferenceServiceMemoryLimitKB is {self.limit_kb} KB; set it to at "
-                f"least {int(need_kb * 1.25)} to leave room for decoding request images")
+                f"warm-up inference) but {self._limit_text()}; set it to at least {int(need_kb * 1.25 * self.size)} "
+                f"to leave room for decoding request images")
         worker.model_rss_kb = need_kb
         self.model_info = {"shape": header.get("shape"), "classes": header.get("classes")}
         self.last_answer_at = time.time()
         log.info("inference worker %d ready in %.2f s, %d KB resident (limit %d KB)", worker.pid,
-                 time.monotonic() - worker.started, need_kb, self.limit_kb)
+                 time.monotonic() - worker.started, need_kb, self.share_kb)
         self._set_state(worker, WorkerState.READY)
         threading.Thread(target=self._reap, args=(worker,), name=f"reap-{worker.pid}", daemon=True).start()
         return None
@@ -221,15 +257,15 @@ class InferenceSupervisor:
         log.error("inference worker %d ended: %s, reason %s; %d failure(s) in a row; new worker in %.0f s",
                   worker.pid, how, reason, self.consecutive_failures, delay)
         self._set_state(worker, WorkerState.BACKOFF)
-        self._replace(delay)
+        self._replace(worker.slot, delay)
 
-    def _replace(self, delay: float) -> None:
+    def _replace(self, slot: int, delay: float) -> None:
         while not self._stopping:
             if delay:
                 time.sleep(delay)
             if self._stopping:
                 return
-            problem = self._boot(self._spawn())
+            problem = self._boot(self._spawn(slot))
             if problem is None:
                 return
             with self._lock:
@@ -240,28 +276,26 @@ class InferenceSupervisor:
                 self.last_failure = f"a new worker failed to start: {problem}"
                 self.next_start_at = time.time() + delay
             log.error("%s; next try in %.0f s", self.last_failure, delay)
-            self._set_state(self.worker, WorkerState.BACKOFF)
+            self._set_state(self.slots[slot], WorkerState.BACKOFF)
 
     # --- requests --------------------------------------------------------------------------------------------
 
     def infer(self, body: bytes, content_type: Optional[str], deadline: float) -> Dict[str, str]:
         """Classify one image before `deadline` (time.monotonic()); raise a RequestError subclass otherwise."""
-        with self._request_lock:
-            worker = self._ready_worker(deadline)
-            worker.state = WorkerState.BUSY  # published by the next heartbeat, not on every request
-            try:
-                write_frame(worker.process.stdin, {"op": "infer", "content_type": content_type}, body)
-                answered, _, _ = select.select([worker.output], [], [], max(0.0, deadline - time.monotonic()))
-                if not answered:
-                    self._kill(worker, "timeout")
-                    raise InferenceTimeoutError(
-                        f"inference did not finish within LocalInferenceServiceTimeoutSeconds "
-                        f"({self.parameters.timeout_seconds} s); the worker was stopped and a new one is starting")
-                header, answer = read_frame(worker.output)
-            except (FrameError, OSError):
-                raise self._death_error(worker) from None
-            self.last_answer_at = time.time()
-            worker.state = WorkerState.READY
+        worker = self._take_worker(deadline)
+        try:
+            write_frame(worker.process.stdin, {"op": "infer", "content_type": content_type}, body)
+            answered, _, _ = select.select([worker.output], [], [], max(0.0, deadline - time.monotonic()))
+            if not answered:
+                self._kill(worker, "timeout")
+                raise InferenceTimeoutError(
+                    f"inference did not finish within LocalInferenceServiceTimeoutSeconds "
+                    f"({self.parameters.timeout_seconds} s); the worker was stopped and a new one is starting")
+            header, answer = read_frame(worker.output)
+        except (FrameError, OSError):
+            raise self._death_error(worker) from None
+        self.last_answer_at = time.time()
+        self._release(worker)
         if header.get("op") == "answer":
             if self.consecutive_failures:  # recovered: health must say so now, not at the next heartbeat
                 with self._lock:
@@ -274,18 +308,26 @@ class InferenceSupervisor:
             error_class = errors.InferenceError
         raise error_class(str(header.get("message")))
 
-    def _ready_worker(self, deadline: float) -> Worker:
+    def _take_worker(self, deadline: float) -> Worker:
+        """An idle worker, marked busy (published by the next heartbeat, not on every request)."""
         with self._lock:
             while True:
-                worker = self.worker
-                if worker is not None and worker.state == WorkerState.READY and worker.process.poll() is None:
-                    return worker
+                for worker in self.workers:
+                    if worker.state == WorkerState.READY and worker.process.poll() is None:
+                        worker.state = WorkerState.BUSY
+                        return worker
                 remaining = deadline - time.monotonic()
                 if self._stopping or remaining <= 0:
                     raise InferenceTimeoutError(
                         f"no inference worker was ready within LocalInferenceServiceTimeoutSeconds "
                         f"({self.parameters.timeout_seconds} s): {self.last_failure or 'the worker is starting'}")
                 self._changed.wait(remaining)
+
+    def _release(self, worker: Worker) -> None:
+        with self._lock:
+            if worker.state == WorkerState.BUSY:
+                worker.state = WorkerState.READY
+                self._changed.notify_all()
 
     def _death_error(self, worker: Worker) -> RequestError:
         """The worker died with this request in hand: say why, as a Greengrass core reports an Unhandled error."""
@@ -297,7 +339,8 @@ class InferenceSupervisor:
         if worker.kill_reason == "memory":
             return MemoryLimitExceededError(
                 f"the inference worker used {worker.breach_kb} KB, over LocalInferenceServiceMemoryLimitKB "
-                f"({self.limit_kb} KB), while handling this request and was stopped; a new worker is starting")
+                f"({self.limit_kb} KB{'' if self.size == 1 else f' shared by {self.size} workers'}), while "
+                f"handling this request and was stopped; a new worker is starting")
         return WorkerCrashedError(f"the inference worker died while handling this request "
                                   f"({describe_exit(returncode)}); a new worker is starting")
 
@@ -312,35 +355,39 @@ class InferenceSupervisor:
     # --- watchers --------------------------------------------------------------------------------------------
 
     def _watch_memory(self) -> None:
-        watch: Optional[RSSWatch] = None
+        watches: Dict[int, RSSWatch] = {}
         while not self._stopping:
-            worker = self.worker
-            if worker is not None and (watch is None or watch.pid != worker.pid):
-                if watch is not None:
-                    watch.close()
-                watch = RSSWatch(worker.pid)
-            if worker is not None and watch is not None and worker.process.returncode is None:
+            workers = self.workers
+            for pid in set(watches) - {worker.pid for worker in workers}:
+                watches.pop(pid).close()
+            for worker in workers:
+                if worker.process.returncode is not None:
+                    continue
+                watch = watches.get(worker.pid) or watches.setdefault(worker.pid, RSSWatch(worker.pid))
                 used = watch.read_kb()
-                if used is not None:
-                    worker.rss_kb = used
-                    worker.peak_rss_kb = max(worker.peak_rss_kb, used)
-                    ceiling = self.limit_kb * (LOAD_HEADROOM if worker.state == WorkerState.STARTING else 1)
-                    if used > ceiling and not worker.kill_reason:
-                        worker.breach_kb = used
-                        log.warning("inference worker %d consumed all allocated memory: %d KB used, limit %d KB; "
-                                    "killing it", worker.pid, used, ceiling)
-                        self._kill(worker, "memory")
+                if used is None:
+                    continue
+                worker.rss_kb = used
+                worker.peak_rss_kb = max(worker.peak_rss_kb, used)
+                ceiling = self.share_kb * (LOAD_HEADROOM if worker.state == WorkerState.STARTING else 1)
+                if used > ceiling and not worker.kill_reason:
+                    worker.breach_kb = used
+                    log.warning("inference worker %d consumed all allocated memory: %d KB used, limit %d KB; "
+                                "killing it", worker.pid, used, ceiling)
+                    self._kill(worker, "memory")
             time.sleep(WATCH_INTERVAL_S)
 
     def _heartbeat(self) -> None:
         while not self._stopping:
             time.sleep(self.heartbeat_interval_s)
-            worker = self.worker
-            if worker is not None and worker.state == WorkerState.READY and self._request_lock.acquire(False):
-                try:
+            for worker in self.workers:
+                with self._lock:  # an idle worker is taken for the ping, so no request meets it meanwhile
+                    idle = worker.state == WorkerState.READY
+                    if idle:
+                        worker.state = WorkerState.BUSY
+                if idle:
                     self._ping(worker)
-                finally:
-                    self._request_lock.release()
+                    self._release(worker)
             self._publish()
 
     def _ping(self, worker: Worker) -> None:
@@ -360,7 +407,12 @@ class InferenceSupervisor:
     # --- reporting -------------------------------------------------------------------------------------------
 
     def status(self) -> Dict[str, object]:
-        worker = self.worker
+        workers = [{
+            "pid": worker.pid, "state": worker.state.value, "rss_kb": worker.rss_kb,
+            "peak_rss_kb": worker.peak_rss_kb, "model_rss_kb": worker.model_rss_kb,
+            "uptime_s": round(time.monotonic() - worker.started, 3),
+        } for worker in self.workers]
+        backoff = any(worker.state == WorkerState.BACKOFF for worker in self.workers)
         return {
             "service": self.parameters.service_name,
             "pid": os.getpid(),
@@ -368,18 +420,14 @@ class InferenceSupervisor:
             "heartbeat_interval_s": self.heartbeat_interval_s,
             "timeout_s": self.parameters.timeout_seconds,
             "memory_limit_kb": self.limit_kb,
-            "worker": None if worker is None else {
-                "pid": worker.pid, "state": worker.state.value, "rss_kb": worker.rss_kb,
-                "peak_rss_kb": worker.peak_rss_kb, "model_rss_kb": worker.model_rss_kb,
-                "uptime_s": round(time.monotonic() - worker.started, 3),
-            },
+            "worker": workers[0] if workers else None,
+            "workers": workers,
             "last_answer_at": self.last_answer_at,
             "restarts": self.restarts,
             "restart_reasons": dict(self.restart_reasons),
             "consecutive_failures": self.consecutive_failures,
             "last_failure": self.last_failure,
-            "next_start_at": self.next_start_at if self.worker and self.worker.state == WorkerState.BACKOFF
-            else None,
+            "next_start_at": self.next_start_at if backoff else None,
             "model": self.model_info,
         }
 

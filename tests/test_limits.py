@@ -211,7 +211,9 @@ def serving(runtime, sdk_env, digits):
 def test_stuck_inference_times_out_within_the_timeout_and_the_worker_is_replaced(serving, digits):
     old_pid = serving.worker_pid()
     os.kill(old_pid, signal.SIGSTOP)  # frozen mid-flight, as a worker stuck in native code
-    pending = [in_background(body) for body in digits[:3]]
+    pending = [in_background(digits[0])]
+    serving.wait_for(lambda s: s["in_flight"] == 1, 10, "the first request in the worker's hands")
+    pending += [in_background(body) for body in digits[1:3]]  # these two wait in the queue (it holds 2)
     outcomes = [join() for join in pending]
     for outcome in outcomes:
         assert_refused(outcome, "3")
@@ -366,3 +368,32 @@ def test_every_start_has_a_fresh_token_and_the_old_one_is_refused(tmp_path_facto
         arn = f"arn:aws:lambda:us-west-2:aws:function:{CONNECTOR_LOG}"
         connection.request("POST", f"/2016-11-01/functions/{arn}", body=b"x", headers={"Authorization": tokens[1]})
         assert connection.getresponse().status == 401  # the previous start's token opens nothing now
+
+
+# --- several workers --------------------------------------------------------------------------------------
+
+def test_two_workers_share_the_load_and_one_crash_leaves_the_other_serving(
+        tmp_path_factory, digits_model, model_need_kb, digits, sdk_env):
+    limit = 2 * model_need_kb + 200_000
+    with limits_runtime(tmp_path_factory, digits_model, run_args=["--workers", "2"],
+                        LocalInferenceServiceMemoryLimitKB=str(limit)) as runtime:
+        sdk_env(runtime)
+        workers = runtime.connector_status()["supervisor"]["workers"]
+        pids = {worker["pid"] for worker in workers}
+        assert len(pids) == 2 and all(worker["state"] == "ready" for worker in workers)
+        for join in [in_background(body) for body in digits * 2]:
+            assert_answered(join())
+
+        killed = sorted(pids)[0]
+        os.kill(killed, signal.SIGKILL)
+        runtime.wait_for(lambda s: all(w["pid"] != killed or w["state"] != "ready"
+                                       for w in s["supervisor"]["workers"]), 10, "the dead worker noticed")
+        assert_answered(invoke(digits[1]))  # the other worker serves while its sibling is replaced
+        status = runtime.wait_for(
+            lambda s: killed not in {w["pid"] for w in s["supervisor"]["workers"]}
+            and all(w["state"] == "ready" for w in s["supervisor"]["workers"]), 60, "the killed worker replaced")
+        assert status["ready"] and status["supervisor"]["restart_reasons"] == {"crash": 1}
+        log = runtime.log_of(CONNECTOR_LOG)
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert log.count(f"{threads} engine thread(s)") >= 3  # cores / 2 workers each, the replacement included
+    assert f"(limit {limit // 2} KB)" in log

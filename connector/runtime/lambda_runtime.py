@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -156,6 +157,10 @@ def main() -> int:
         return 1
     client.put_initialization_result(function_arn)
     log.info("function %s initialized, handler %s", function_arn, handler_spec)
+    # A connector with several inference workers takes as many invocations at once (GGIC_CONCURRENCY).
+    for number in range(1, int(os.environ.get("GGIC_CONCURRENCY") or 1)):
+        threading.Thread(target=serve, args=(handler, function_arn, encoding, client), name=f"serve-{number}",
+                         daemon=True).start()
     serve(handler, function_arn, encoding, client)
     return 0
 

@@ -109,7 +109,7 @@ class _StateCollector:
                                                 labels=["function"])
         worker_restarts = CounterMetricFamily("ggic_worker_restarts", "Inference worker replacements, by reason.",
                                               labels=["function", "reason"])
-        worker_rss = GaugeMetricFamily("ggic_worker_rss_bytes", "Resident memory of the inference worker.",
+        worker_rss = GaugeMetricFamily("ggic_worker_rss_bytes", "Resident memory of the inference workers.",
                                        labels=["function"])
         memory_limit = GaugeMetricFamily("ggic_worker_memory_limit_bytes", "LocalInferenceServiceMemoryLimitKB.",
                                          labels=["function"])
@@ -123,7 +123,7 @@ class _StateCollector:
             if isinstance(supervisor, dict):
                 for reason, count in (supervisor.get("restart_reasons") or {}).items():
                     worker_restarts.add_metric([name, reason], float(count))
-                worker = supervisor.get("worker") or {}
-                worker_rss.add_metric([name], float(worker.get("rss_kb") or 0) * 1024)
+                workers = supervisor.get("workers") or [supervisor.get("worker") or {}]
+                worker_rss.add_metric([name], sum(float(w.get("rss_kb") or 0) for w in workers) * 1024)
                 memory_limit.add_metric([name], float(supervisor.get("memory_limit_kb") or 0) * 1024)
         yield from (queued, in_flight, ready, function_restarts, worker_restarts, worker_rss, memory_limit)

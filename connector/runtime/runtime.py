@@ -57,6 +57,7 @@ class RuntimeConfig:
     log_backups: int = DEFAULT_BACKUPS
     max_image_pixels: Optional[int] = None
     engine: Optional[str] = None  # "mxnet" (default) or "onnxruntime", for every connector
+    workers: int = 1              # inference workers per connector (each gets cores / workers engine threads)
 
     @property
     def root(self) -> Path:
@@ -118,6 +119,8 @@ def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfi
         environment["GGIC_MAX_IMAGE_PIXELS"] = str(config.max_image_pixels)
     if config.engine:
         environment["GGIC_ENGINE"] = config.engine
+    if config.workers > 1:
+        environment.update({"GGIC_WORKERS": str(config.workers), "GGIC_CONCURRENCY": str(config.workers)})
     timeout = connector.parameters.get("LocalInferenceServiceTimeoutSeconds", "")
     return FunctionSpec(arn=connector.function_arn, handler=CONNECTOR_HANDLER, encoding="binary",
                         environment=environment, log_path=config.user_log_dir / "aws" / f"{name}.log",
@@ -260,9 +263,10 @@ class Runtime:
         stale_after = STATUS_STALE_HEARTBEATS * float(supervisor.get("heartbeat_interval_s") or 2.0)
         if now - float(supervisor.get("updated") or 0) > stale_after + 1:
             return f"the connector's supervisor has been silent for {now - float(supervisor['updated']):.0f} s"
-        worker = supervisor.get("worker") or {}
-        state = worker.get("state")
-        if state not in ("ready", "busy"):
+        states = [worker.get("state") for worker in supervisor.get("workers") or [supervisor.get("worker") or {}]]
+        serving = [state for state in states if state in ("ready", "busy")]
+        state = next((state for state in states if state not in ("ready", "busy")), None)
+        if not serving:  # with several workers, one restarting leaves the service degraded, not down
             problem = f"inference worker {state}"
             if supervisor.get("consecutive_failures"):
                 problem += f" after {supervisor['consecutive_failures']} failure(s) in a row"
@@ -271,7 +275,7 @@ class Runtime:
             if supervisor.get("next_start_at"):
                 problem += f"; next start in {max(0.0, supervisor['next_start_at'] - now):.1f} s"
             return problem
-        if state == "ready" and now - float(supervisor.get("last_answer_at") or 0) > stale_after + 5:
+        if "busy" not in serving and now - float(supervisor.get("last_answer_at") or 0) > stale_after + 5:
             return f"inference worker has not answered for {now - float(supervisor['last_answer_at']):.0f} s"
         return None
 
