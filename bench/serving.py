@@ -291,6 +291,15 @@ def targets(bare: dict, served: dict, model: str, workers: Optional[dict] = None
     return result
 
 
+def _variant_summary(run: dict, bare: dict) -> str:
+    """One line for another layout or engine of the service, in ratios to the bare (MXNet) engine."""
+    p50 = run["latency_1_client"]["p50_ms"]
+    return (f"p50 1 client {p50:.2f} ms ({p50 / bare['latency']['p50_ms']:.2f}x the bare engine), "
+            f"4 clients {run['clients']['4']['rps']:.1f}/s ({run['clients']['4']['rps'] / bare['best_rps']:.2f}x "
+            f"the bare best), 8 clients {run['clients']['8']['rps']:.1f}/s, cold start {run['cold_start_s']:.2f} s, "
+            f"peak RSS {run['peak_rss_mb']:.0f} MB")
+
+
 def format_table(report: dict) -> str:
     lines = [f"ggic bench, {report['date']}, {report['host']['cpus']} cores, {report['host']['platform']}", ""]
     header = f"{'model':<20}{'measure':<34}{'bare engine':>14}{'service':>12}{'ratio':>9}"
@@ -312,20 +321,10 @@ def format_table(report: dict) -> str:
         lines.append(f"{name:<20}bare layouts (processes x threads): {layouts}; best {bare['best_layout']}")
         lines.append(f"{name:<20}cold start {served['cold_start_s']:.2f} s, peak RSS {served['peak_rss_mb']:.0f} MB "
                      f"(worker {served['worker_rss_mb']:.0f} MB)")
-        several = entry.get("service_workers")
-        if several:
-            lines.append(f"{name:<20}with --workers {report['host']['cpus']}: p50 1 client "
-                         f"{several['latency_1_client']['p50_ms']:.2f} ms, 4 clients {several['clients']['4']['rps']:.1f}/s "
-                         f"({several['clients']['4']['rps'] / bare['best_rps']:.2f}x the bare best), 8 clients "
-                         f"{several['clients']['8']['rps']:.1f}/s, cold start {several['cold_start_s']:.2f} s, "
-                         f"peak RSS {several['peak_rss_mb']:.0f} MB")
-        onnx = entry.get("service_onnxruntime")
-        if onnx:
-            lines.append(f"{name:<20}with --engine onnxruntime: p50 1 client {onnx['latency_1_client']['p50_ms']:.2f} ms "
-                         f"({onnx['latency_1_client']['p50_ms'] / bare['latency']['p50_ms']:.2f}x the bare MXNet "
-                         f"engine), 4 clients {onnx['clients']['4']['rps']:.1f}/s "
-                         f"({onnx['clients']['4']['rps'] / bare['best_rps']:.2f}x), cold start "
-                         f"{onnx['cold_start_s']:.2f} s, peak RSS {onnx['peak_rss_mb']:.0f} MB")
+        for key, label in (("service_workers", f"--workers {report['host']['cpus']}"),
+                           ("service_onnxruntime", "--engine onnxruntime")):
+            if entry.get(key):
+                lines.append(f"{name:<20}with {label}: {_variant_summary(entry[key], bare)}")
         for target, value in entry["targets"].items():
             lines.append(f"{name:<20}  target {target}: {value['value']} (want {value['target']}) "
                          f"{'met' if value['met'] else 'NOT met'}")

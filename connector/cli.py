@@ -237,7 +237,7 @@ def format_status(report: Dict[str, Any]) -> str:
                      f"queued {entry['queued']}, in flight {entry['in_flight']}")
         supervisor = entry.get("supervisor")
         if supervisor:
-            workers = supervisor.get("workers") or [supervisor.get("worker") or {}]
+            workers = supervisor.get("workers") or []
             reasons = ", ".join(f"{k} {v}" for k, v in sorted((supervisor.get("restart_reasons") or {}).items()))
             listed = ", ".join(f"{worker.get('pid')} {worker.get('state')}" for worker in workers)
             rss_kb = sum(worker.get("rss_kb", 0) for worker in workers)

@@ -5,6 +5,8 @@ the ML SDK turns into `GreengrassInferenceException`; the service keeps serving.
 (`ConnectorStartError` and subclasses) stop the connector before it accepts work, with a message that says why.
 """
 
+from typing import Optional
+
 
 class ConnectorError(Exception):
     """Base class of every error the connector raises on purpose."""
@@ -76,6 +78,13 @@ class WorkerCrashedError(RequestError):
     """The inference worker died (a signal, a native crash) while it held this request."""
 
     reason = "worker-crashed"
+
+
+def error_class(name: object, base: type, default: Optional[type]) -> Optional[type]:
+    """The error class of this module called `name` if it is a `base`, else `default`: how an error's type name,
+    sent as text by the inference worker or a function, becomes an exception or a reason again."""
+    found = globals().get(str(name))
+    return found if isinstance(found, type) and issubclass(found, base) else default
 
 
 # --- start-up errors: the connector does not start ----------------------------------------------------------

@@ -15,12 +15,12 @@ _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def rss_kb(pid: Union[int, str] = "self") -> Optional[int]:
-    """Resident set size in KB, or None when the process is gone."""
+    """Resident set size in KB, or None when the process is gone (one reading; `RSSWatch` for many)."""
+    watch = RSSWatch(pid)
     try:
-        with open(f"/proc/{pid}/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE_KB
-    except (OSError, IndexError, ValueError):
-        return None
+        return watch.read_kb()
+    finally:
+        watch.close()
 
 
 class RSSWatch:
@@ -31,7 +31,7 @@ class RSSWatch:
     from 0.1 s to 0.4-2 s (measured); re-reading an open file costs the watched process nothing.
     """
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: Union[int, str]) -> None:
         self.pid = pid
         try:
             self._fd: Optional[int] = os.open(f"/proc/{pid}/statm", os.O_RDONLY)

@@ -210,10 +210,8 @@ class InferenceSupervisor:
                                     f"{describe_exit(returncode)}); see the lines above in this log")
         if header.get("op") == "failed":
             worker.process.wait()
-            error_class = getattr(errors, str(header.get("type")), None)
-            if not (isinstance(error_class, type) and issubclass(error_class, ConnectorStartError)):
-                error_class = WorkerStartError
-            return error_class(str(header.get("message")))
+            return errors.error_class(header.get("type"), ConnectorStartError, WorkerStartError)(
+                str(header.get("message")))
         need_kb = int(header.get("rss_kb") or 0)
         if need_kb > self.share_kb:
             worker.kill_reason = "stop"
@@ -303,10 +301,7 @@ class InferenceSupervisor:
                     self.last_failure = ""
                 self._publish()
             return {"Body": answer.decode("utf-8"), "ContentType": str(header.get("content_type"))}
-        error_class = getattr(errors, str(header.get("type")), None)
-        if not (isinstance(error_class, type) and issubclass(error_class, RequestError)):
-            error_class = errors.InferenceError
-        raise error_class(str(header.get("message")))
+        raise errors.error_class(header.get("type"), RequestError, errors.InferenceError)(str(header.get("message")))
 
     def _take_worker(self, deadline: float) -> Worker:
         """An idle worker, marked busy (published by the next heartbeat, not on every request)."""

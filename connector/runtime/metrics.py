@@ -33,10 +33,8 @@ def error_reason(error_type: str) -> str:
         return _RUNTIME_REASONS[error_type]
     from connector import errors  # the connector's request errors carry a machine-readable reason
 
-    error_class = getattr(errors, error_type, None)
-    if isinstance(error_class, type) and issubclass(error_class, errors.RequestError):
-        return error_class.reason
-    return error_type or "error"
+    found = errors.error_class(error_type, errors.RequestError, None)
+    return found.reason if found is not None else (error_type or "error")
 
 
 class RuntimeMetrics:
@@ -123,7 +121,7 @@ class _StateCollector:
             if isinstance(supervisor, dict):
                 for reason, count in (supervisor.get("restart_reasons") or {}).items():
                     worker_restarts.add_metric([name, reason], float(count))
-                workers = supervisor.get("workers") or [supervisor.get("worker") or {}]
+                workers = supervisor.get("workers") or []
                 worker_rss.add_metric([name], sum(float(w.get("rss_kb") or 0) for w in workers) * 1024)
                 memory_limit.add_metric([name], float(supervisor.get("memory_limit_kb") or 0) * 1024)
         yield from (queued, in_flight, ready, function_restarts, worker_restarts, worker_rss, memory_limit)

@@ -263,7 +263,7 @@ class Runtime:
         stale_after = STATUS_STALE_HEARTBEATS * float(supervisor.get("heartbeat_interval_s") or 2.0)
         if now - float(supervisor.get("updated") or 0) > stale_after + 1:
             return f"the connector's supervisor has been silent for {now - float(supervisor['updated']):.0f} s"
-        states = [worker.get("state") for worker in supervisor.get("workers") or [supervisor.get("worker") or {}]]
+        states = [worker.get("state") for worker in supervisor.get("workers") or []]
         serving = [state for state in states if state in ("ready", "busy")]
         state = next((state for state in states if state not in ("ready", "busy")), None)
         if not serving:  # with several workers, one restarting leaves the service degraded, not down
