@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test bench venv lambda-zip clean
+.PHONY: run test bench venv mosquitto lambda-zip clean
 
 venv: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): setup.py install/constraints.txt
 run: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
+test: $(STAMP) mosquitto
 	$(BIN)/python -m pytest -q tests
+
+# tests/test_publishing.py runs a real MQTT broker (Debian's mosquitto): installed here when it is missing.
+mosquitto:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
 
 # The service against the bare engine, side by side (bench/serving.py): prints the table, writes JSON and a PNG
 # under bench/results/. About 3 minutes on 2 cores once installed.

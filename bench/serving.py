@@ -4,7 +4,9 @@ For each model (a random-weight ResNet-18 at 224×224 and the demo's EfficientNe
 
 * the bare engine (`bench.bare`): decode + preprocess + forward in one process, 1-image latency with every core's
   thread, and the throughput of each layout (processes × threads = cores);
-* the service through `invoke_inference_service` with 1, 4 and 8 concurrent clients (p50/p99 latency, requests/s);
+* the service through `invoke_inference_service` with 1, 4 and 8 concurrent clients (p50/p99 latency, requests/s),
+  in the default layout (1 worker with every core's engine threads) and with `--workers auto` (as many workers as
+  the cores and the memory limit allow; measured once its layout is in place);
 * cold start: from launching `ggic run` to the first answer;
 * the peak RSS of the whole service (`ggic run` and every process under it).
 
@@ -28,7 +30,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -224,7 +226,7 @@ def clients_run(body: bytes, clients: int, settings: Settings) -> dict:
 
 
 def service(model: Path, image: Path, settings: Settings, env: Dict[str, str], engine: str = "mxnet",
-            workers: int = 1) -> dict:
+            workers: Union[int, str] = 1) -> dict:
     from tests.ggic_runtime import GGICRuntime, connector_entry
 
     body = image.read_bytes()
@@ -241,6 +243,8 @@ def service(model: Path, image: Path, settings: Settings, env: Dict[str, str], e
         try:
             with TreeRSS(runtime.process.pid) as rss:
                 first_answer_s = _first_answer(runtime, body, launched)
+                if workers == "auto":  # the other workers start in the background: measure the layout in place
+                    _wait_for_layout(runtime)
                 with _environment(runtime.client_env):
                     sequential = []
                     invoke = _invoke_function(body)
@@ -255,7 +259,21 @@ def service(model: Path, image: Path, settings: Settings, env: Dict[str, str], e
             runtime.stop()
     return {"cold_start_s": round(first_answer_s, 3), "latency_1_client": latency_summary(sequential),
             "clients": concurrent, "peak_rss_mb": round(rss.peak_kb / 1024, 1),
-            "worker_rss_mb": round((engine.get("worker") or {}).get("peak_rss_kb", 0) / 1024, 1)}
+            "worker_rss_mb": round((engine.get("worker") or {}).get("peak_rss_kb", 0) / 1024, 1),
+            "layout": engine.get("layout")}
+
+
+def _wait_for_layout(runtime, timeout_s: float = 120.0) -> None:
+    """Until every worker of the supervisor's layout is ready with the layout's engine threads."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        supervisor = runtime.connector_status().get("supervisor") or {}
+        layout, workers = supervisor.get("layout") or {}, supervisor.get("workers") or []
+        if layout.get("workers") == len(workers) and all(
+                w["state"] == "ready" and w.get("threads") == layout.get("threads") for w in workers):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the auto layout was not in place within {timeout_s:.0f} s")
 
 
 def _first_answer(runtime, body: bytes, launched: float, timeout_s: float = 120.0) -> float:
@@ -294,7 +312,9 @@ def targets(bare: dict, served: dict, model: str, workers: Optional[dict] = None
 def _variant_summary(run: dict, bare: dict) -> str:
     """One line for another layout or engine of the service, in ratios to the bare (MXNet) engine."""
     p50 = run["latency_1_client"]["p50_ms"]
-    return (f"p50 1 client {p50:.2f} ms ({p50 / bare['latency']['p50_ms']:.2f}x the bare engine), "
+    layout = run.get("layout") or {}
+    chosen = f"{layout['workers']} x {layout['threads']}: " if layout.get("mode") == "auto" else ""
+    return (f"{chosen}p50 1 client {p50:.2f} ms ({p50 / bare['latency']['p50_ms']:.2f}x the bare engine), "
             f"4 clients {run['clients']['4']['rps']:.1f}/s ({run['clients']['4']['rps'] / bare['best_rps']:.2f}x "
             f"the bare best), 8 clients {run['clients']['8']['rps']:.1f}/s, cold start {run['cold_start_s']:.2f} s, "
             f"peak RSS {run['peak_rss_mb']:.0f} MB")
@@ -321,8 +341,7 @@ def format_table(report: dict) -> str:
         lines.append(f"{name:<20}bare layouts (processes x threads): {layouts}; best {bare['best_layout']}")
         lines.append(f"{name:<20}cold start {served['cold_start_s']:.2f} s, peak RSS {served['peak_rss_mb']:.0f} MB "
                      f"(worker {served['worker_rss_mb']:.0f} MB)")
-        for key, label in (("service_workers", f"--workers {report['host']['cpus']}"),
-                           ("service_onnxruntime", "--engine onnxruntime")):
+        for key, label in (("service_auto", "--workers auto"), ("service_onnxruntime", "--engine onnxruntime")):
             if entry.get(key):
                 lines.append(f"{name:<20}with {label}: {_variant_summary(entry[key], bare)}")
         for target, value in entry["targets"].items():
@@ -382,9 +401,9 @@ def run(models: Sequence[str], settings: Settings, engines: Sequence[str] = ("mx
             served = service(model, image, settings, env)
             entry = {"bare": bare, "service": served}
             if cores() > 1:
-                log.info("%s: service with %d workers", name, cores())
-                entry["service_workers"] = service(model, image, settings, env, workers=cores())
-            entry["targets"] = targets(bare, served, name, entry.get("service_workers"))
+                log.info("%s: service with --workers auto", name)
+                entry["service_auto"] = service(model, image, settings, env, workers="auto")
+            entry["targets"] = targets(bare, served, name, entry.get("service_auto"))
             if "onnxruntime" in engines:
                 log.info("%s: service with ONNX Runtime", name)
                 entry["service_onnxruntime"] = service(model, image, settings, env, "onnxruntime")

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from .runtime.invocations import DEFAULT_MAX_WORK_ITEMS
 from .runtime.ipc_server import DEFAULT_MAX_BODY_BYTES
 from .runtime.logfiles import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
+from .runtime.mqtt_bridge import DEFAULT_MAX_QUEUED as DEFAULT_MQTT_MAX_QUEUED
 
 EXIT_SERVICE_ERROR = 254  # what the AWS CLI returns when the service rejects a request
 DEFAULT_REGION = "us-east-1"
@@ -126,19 +127,24 @@ def runtime_config(args: argparse.Namespace, region: str):
     return RuntimeConfig(state_dir=args.state_dir, region=region, host=args.host, port=args.port,
                          greengrass_root=args.greengrass_root, max_work_items=args.max_queued_requests,
                          max_request_bytes=args.max_request_bytes, log_max_bytes=args.log_max_bytes,
-                         max_image_pixels=args.max_image_pixels, engine=args.engine, workers=args.workers)
+                         max_image_pixels=args.max_image_pixels, engine=args.engine, workers=args.workers,
+                         mqtt_broker=args.mqtt_broker, mqtt_client_id=args.mqtt_client_id,
+                         mqtt_max_queued=args.mqtt_max_queued)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .definitions import ConnectorDefinitionStore, DefinitionNotFoundError
-    from .parameters import connector_spec
-    from .runtime.runtime import ConnectorDeployment, Runtime, RuntimeStartError
+    from .groups import connector_deployments
+    from .runtime.runtime import Runtime, RuntimeStartError
 
     from .runtime.logfiles import system_log_handler
 
     if args.group:
         if args.connector_definition:
             raise CLIError("give --group or --connector-definition, not both: a group names its connectors")
+        if args.subscription_definition:
+            raise CLIError("give --group or --subscription-definition, not both: a group's subscriptions are its "
+                           "group version's SubscriptionDefinitionVersionArn")
         return _run_group(args)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -152,20 +158,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         connectors = record["Version"].get("Connectors", [])
     if not connectors and not args.lambdas:
         raise CLIError("nothing to run: give --connector-definition and/or --lambda")
+    subscriptions = _subscriptions(args)
     region = _region(args, connectors)
     _check_platforms(connectors, args.allow_platform_mismatch)
-    deployments = []
-    for connector in connectors:
-        spec = connector_spec(connector["ConnectorArn"])
-        parameters = connector.get("Parameters", {})
-        deployments.append(ConnectorDeployment(
-            connector_id=connector["Id"], connector_arn=connector["ConnectorArn"],
-            function_arn=spec.function_arn(parameters["LocalInferenceServiceName"], region),
-            parameters=parameters))
+    deployments = connector_deployments(connectors, region)
     config = runtime_config(args, region)
     logging.getLogger().addHandler(system_log_handler(config.system_log, config.log_max_bytes))
     try:
-        runtime = Runtime(config, deployments, args.lambdas or [])
+        runtime = Runtime(config, deployments, args.lambdas or [], subscriptions)
     except RuntimeStartError as exc:
         raise CLIError(str(exc)) from None
 
@@ -181,6 +181,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop.wait()
     runtime.stop()
     return 0
+
+
+def _subscriptions(args: argparse.Namespace) -> List[Dict[str, str]]:
+    """The Subscriptions of `--subscription-definition` (none without it)."""
+    from .definitions import DefinitionNotFoundError, SubscriptionDefinitionStore
+
+    if not args.subscription_definition:
+        return []
+    try:
+        record = SubscriptionDefinitionStore(args.state_dir, DEFAULT_REGION).get(args.subscription_definition)
+    except DefinitionNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    return record["Version"].get("Subscriptions", [])
+
+
+def _broker_address(text: str):
+    """argparse type of --mqtt-broker."""
+    from .runtime.mqtt_bridge import parse_broker_address
+
+    try:
+        return parse_broker_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _check_platforms(connectors: List[Dict[str, Any]], allow: bool) -> None:
@@ -241,6 +264,9 @@ def format_status(report: Dict[str, Any]) -> str:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted((supervisor.get("restart_reasons") or {}).items()))
             listed = ", ".join(f"{worker.get('pid')} {worker.get('state')}" for worker in workers)
             rss_kb = sum(worker.get("rss_kb", 0) for worker in workers)
+            layout = (supervisor.get("layout") or {}).get("summary")
+            if layout:
+                lines.append(f"  layout {layout}")
             lines.append(f"  inference worker{'s' if len(workers) > 1 else ''} {listed}, "
                          f"RSS {rss_kb / 1024:.0f} MiB of {supervisor['memory_limit_kb'] / 1024:.0f}"
                          f" MiB limit, restarts {supervisor.get('restarts', 0)}{' (' + reasons + ')' if reasons else ''}")
@@ -248,6 +274,12 @@ def format_status(report: Dict[str, Any]) -> str:
                      f"{' (' + ', '.join(f'{k} {v}' for k, v in sorted(errors.items())) + ')' if errors else ''}"
                      f", refused {sum(refused.values())}"
                      f"{', mean latency %.1f ms' % (mean * 1000) if mean is not None else ''}")
+    mqtt = report.get("mqtt")
+    if mqtt:  # reported, not required: the runtime is ready without its broker
+        lines.append(f"mqtt {mqtt['broker']} as {mqtt['client_id']}: "
+                     f"{'connected' if mqtt['connected'] else 'NOT CONNECTED'}"
+                     f"{'' if mqtt['connected'] or not mqtt.get('last_error') else ' (' + mqtt['last_error'] + ')'}, "
+                     f"{mqtt['queued']} message(s) for the cloud waiting (at most {mqtt['max_queued']})")
     return "\n".join(lines)
 
 
@@ -367,6 +399,23 @@ def cmd_create_resource_definition(args: argparse.Namespace) -> int:
     region = args.region or default_region() or _arn_region(
         *(r["ResourceDataContainer"][SAGEMAKER_RESOURCE]["SageMakerJobArn"] for r in resources)) or DEFAULT_REGION
     store = ResourceDefinitionStore(args.state_dir, region)
+    print(json.dumps(store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags")), indent=4))
+    return 0
+
+
+def cmd_create_subscription_definition(args: argparse.Namespace) -> int:
+    from .definitions import SubscriptionDefinitionStore
+    from .parameters import BadRequestError
+    from .subscriptions import subscription_arns, validate_subscription_definition
+
+    request = definition_request(args)
+    try:
+        request = validate_subscription_definition(request)
+    except BadRequestError as exc:
+        return _bad_request("CreateSubscriptionDefinition", exc)
+    subscriptions = request["InitialVersion"]["Subscriptions"]
+    region = args.region or default_region() or _arn_region(*subscription_arns(subscriptions)) or DEFAULT_REGION
+    store = SubscriptionDefinitionStore(args.state_dir, region)
     print(json.dumps(store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags")), indent=4))
     return 0
 
@@ -620,15 +669,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="refuse invocations with a larger body before reading it (default 32 MiB)")
     run.add_argument("--engine", choices=("mxnet", "onnxruntime"),
                      help="inference engine of the connectors (default mxnet; onnxruntime needs the onnx extra)")
-    run.add_argument("--workers", type=int, default=1,
-                     help="inference workers per connector, each with cores/workers engine threads (default 1; "
-                          "LocalInferenceServiceMemoryLimitKB is shared between them)")
+    from .supervisor import parse_workers  # the --workers option's type: a number or auto
+    run.add_argument("--workers", type=parse_workers, default=1, metavar="N|auto",
+                     help="inference workers per connector, each with cores/workers engine threads; "
+                          "LocalInferenceServiceMemoryLimitKB is shared between them (default 1: the fastest answer "
+                          "to one caller; 'auto': as many as the cores and the limit allow, the most requests/s "
+                          "for concurrent callers)")
     run.add_argument("--max-image-pixels", type=int,
                      help="refuse images whose header claims more pixels, before decoding (default 8192x8192)")
     run.add_argument("--max-queued-requests", type=int, default=DEFAULT_MAX_WORK_ITEMS,
                      help="per function; beyond it callers get a busy error (maxWorkItemCount, default 1024)")
     run.add_argument("--log-max-bytes", type=int, default=DEFAULT_LOG_MAX_BYTES,
                      help="rotate each log file past this size (default 5 MiB, 3 old files kept)")
+    run.add_argument("--subscription-definition", metavar="ID|NAME",
+                     help="route iot-data publishes through this subscription definition's subscriptions")
+    run.add_argument("--mqtt-broker", type=_broker_address, metavar="HOST:PORT",
+                     help="the MQTT broker that is the subscriptions' `cloud` (needed when one names cloud)")
+    run.add_argument("--mqtt-client-id", help="client id at the broker (default ggic-<thing or host name>)")
+    run.add_argument("--mqtt-max-queued", type=int, default=DEFAULT_MQTT_MAX_QUEUED,
+                     help="messages for the cloud kept while the broker is away; beyond, they are dropped "
+                          f"(default {DEFAULT_MQTT_MAX_QUEUED})")
     run.add_argument("--allow-platform-mismatch", action="store_true",
                      help="run connectors built for another platform than this machine's (testing only; "
                           "also GGIC_ALLOW_PLATFORM_MISMATCH=1)")
@@ -677,6 +737,15 @@ def build_parser() -> argparse.ArgumentParser:
     resources.add_argument("--tags", help="JSON or file://path")
     resources.add_argument("--region")
     resources.set_defaults(func=cmd_create_resource_definition)
+
+    subscriptions = commands.add_parser("create-subscription-definition", parents=[common],
+                                        help="validate and store subscriptions: who publishes what to whom "
+                                             "(AWS CLI shape)")
+    subscriptions.add_argument("--name")
+    subscriptions.add_argument("--initial-version", required=True, help="JSON or file://path")
+    subscriptions.add_argument("--tags", help="JSON or file://path")
+    subscriptions.add_argument("--region")
+    subscriptions.set_defaults(func=cmd_create_subscription_definition)
 
     group = commands.add_parser("create-group", parents=[common], help="a group binding definition versions")
     group.add_argument("--name", required=True)

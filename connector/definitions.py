@@ -1,4 +1,4 @@
-"""Connector and resource definitions kept in the state directory, shaped like the Greengrass API's.
+"""Connector, resource and subscription definitions kept in the state directory, shaped like the Greengrass API's.
 
 `ggic create-connector-definition` (and `create-resource-definition`) stores what `aws greengrass
 create-connector-definition` would create, and prints the same response; `ggic run --connector-definition ID|NAME`
@@ -92,3 +92,10 @@ class ResourceDefinitionStore(ConnectorDefinitionStore):
 
     kind: ClassVar[str] = "resources"
     label: ClassVar[str] = "resource definition"
+
+
+class SubscriptionDefinitionStore(ConnectorDefinitionStore):
+    """Subscription definitions (`ggic create-subscription-definition`), stored like connector definitions."""
+
+    kind: ClassVar[str] = "subscriptions"
+    label: ClassVar[str] = "subscription definition"

@@ -13,6 +13,7 @@ from typing import BinaryIO, Dict, Tuple
 
 _PREFIX = struct.Struct("!II")
 MAX_HEADER_BYTES = 1 << 20
+_JOIN_MAX_BYTES = 1 << 20  # bodies up to this size are sent in one write with their header
 
 
 class FrameError(EOFError):
@@ -20,9 +21,14 @@ class FrameError(EOFError):
 
 
 def write_frame(stream: BinaryIO, header: Dict[str, object], body: bytes = b"") -> None:
+    """One write for a frame of ordinary size: the peer, asleep in `read`, wakes once with the whole frame (two
+    writes woke it for the header, then again for the body). A larger body goes on its own, not copied."""
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    stream.write(_PREFIX.pack(len(encoded), len(body)) + encoded)
-    if body:
+    head = _PREFIX.pack(len(encoded), len(body)) + encoded
+    if len(body) <= _JOIN_MAX_BYTES:
+        stream.write(head + body)
+    else:
+        stream.write(head)
         stream.write(body)
     stream.flush()
 

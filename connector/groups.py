@@ -9,8 +9,8 @@ version binding both, and a deployment. A deployment here does what the Greengra
    connector's `MLModelSageMakerJobArn`), answering a BadRequest listing every problem;
 2. materialise each SageMaker ML resource with `fetch_model` (skipped when the artifact's ETag is unchanged);
 3. hand the group version to the runtime serving the group (`ggic run --group`), which starts the new connector
-   functions next to the old ones and switches traffic when they have loaded their models
-   (`connector.runtime.deployments`).
+   functions next to the old ones and switches traffic when they have loaded their models, together with the
+   group version's subscriptions (`connector.runtime.deployments`).
 
 Everything lives under `<state-dir>/groups/<group-id>/`: `group.json` (the group and its versions) and
 `deployments/<deployment-id>.json` (each deployment and its status, which the runtime updates).
@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from .definitions import ConnectorDefinitionStore, DefinitionNotFoundError, ResourceDefinitionStore
+from .definitions import (ConnectorDefinitionStore, DefinitionNotFoundError, ResourceDefinitionStore,
+                          SubscriptionDefinitionStore)
 from .parameters import (
     INVALID_PARAMETER_VALUE,
     INVALID_REQUEST,
@@ -50,8 +51,8 @@ SAGEMAKER_RESOURCE = "SageMakerMachineLearningModelResourceData"
 UNSUPPORTED_RESOURCES = ("LocalDeviceResourceData", "LocalVolumeResourceData", "S3MachineLearningModelResourceData",
                          "SecretsManagerSecretResourceData")
 # Group version keys ggic stores but does not deploy (user Lambdas come from `ggic run --lambda`).
-NOT_DEPLOYED_KEYS = ("FunctionDefinitionVersionArn", "SubscriptionDefinitionVersionArn", "CoreDefinitionVersionArn",
-                     "DeviceDefinitionVersionArn", "LoggerDefinitionVersionArn")
+NOT_DEPLOYED_KEYS = ("FunctionDefinitionVersionArn", "CoreDefinitionVersionArn", "DeviceDefinitionVersionArn",
+                     "LoggerDefinitionVersionArn")
 
 # DetailedErrorCodes beyond the connector-definition ones (see parameters.py).
 DUPLICATE_RESOURCE_ID = "DuplicateResourceId"
@@ -171,6 +172,7 @@ class GroupVersionContents:
 
     connectors: List[dict] = field(default_factory=list)
     resources: List[dict] = field(default_factory=list)
+    subscriptions: List[dict] = field(default_factory=list)
 
     @property
     def ml_resources(self) -> Dict[str, dict]:
@@ -190,7 +192,8 @@ def resolve_group_version(state_dir: Path, version: Any, where: str = "group ver
     warnings = [f"{where}: {key} is stored but not deployed by ggic (give user Lambdas to `ggic run --lambda`)"
                 for key in NOT_DEPLOYED_KEYS if key in version]
     stores = {"ConnectorDefinitionVersionArn": ConnectorDefinitionStore(state_dir, ""),
-              "ResourceDefinitionVersionArn": ResourceDefinitionStore(state_dir, "")}
+              "ResourceDefinitionVersionArn": ResourceDefinitionStore(state_dir, ""),
+              "SubscriptionDefinitionVersionArn": SubscriptionDefinitionStore(state_dir, "")}
     for key, store in stores.items():
         arn = version.get(key)
         if arn is None:
@@ -202,8 +205,10 @@ def resolve_group_version(state_dir: Path, version: Any, where: str = "group ver
             continue
         if key == "ConnectorDefinitionVersionArn":
             contents.connectors = record["Version"].get("Connectors", [])
-        else:
+        elif key == "ResourceDefinitionVersionArn":
             contents.resources = record["Version"].get("Resources", [])
+        else:
+            contents.subscriptions = record["Version"].get("Subscriptions", [])
     if details:
         raise BadRequestError(details, f"Invalid {where}: {len(details)} problem(s) found")
     return contents, warnings
@@ -211,11 +216,13 @@ def resolve_group_version(state_dir: Path, version: Any, where: str = "group ver
 
 def deployment_problems(contents: GroupVersionContents) -> List[dict]:
     """Why the group version cannot be deployed: each connector's model must be an ML resource of the group, at the
-    connector's MLModelDestinationPath, from the connector's training job."""
+    connector's MLModelDestinationPath, from the connector's training job (the ML Feedback connector has no model)."""
     details = []
     resources = contents.ml_resources
     for connector in contents.connectors:
         parameters = connector.get("Parameters") or {}
+        if connector_spec(connector["ConnectorArn"]).is_feedback:
+            continue
         subject = f"Connector {connector.get('Id')!r}"
         resource_id = parameters.get("MLModelResourceId")
         data = resources.get(resource_id)
@@ -243,7 +250,7 @@ def connector_deployments(connectors: List[dict], region: str, qualifier: Option
     deployments = []
     for connector in connectors:
         parameters = connector.get("Parameters", {})
-        arn = connector_spec(connector["ConnectorArn"]).function_arn(parameters["LocalInferenceServiceName"], region)
+        arn = connector_spec(connector["ConnectorArn"]).function_arn(parameters, region)
         deployments.append(ConnectorDeployment(
             connector_id=connector["Id"], connector_arn=connector["ConnectorArn"],
             function_arn=f"{arn}:{qualifier}" if qualifier else arn, parameters=parameters))
@@ -409,13 +416,20 @@ class LocalDeployments:
         self.region = region
         self.check = check  # raises when the connectors cannot run here (the CLI's platform check)
 
-    def connectors(self, deployment: dict) -> List[ConnectorDeployment]:
+    def _contents(self, deployment: dict) -> GroupVersionContents:
         record = self.store.get(self.group_id)
         version = self.store.version(record, deployment["GroupVersionId"])["Definition"]
-        contents, _ = resolve_group_version(self.store.state_dir, version)
+        return resolve_group_version(self.store.state_dir, version)[0]
+
+    def connectors(self, deployment: dict) -> List[ConnectorDeployment]:
+        contents = self._contents(deployment)
         if self.check is not None:
             self.check(contents.connectors)
         return connector_deployments(contents.connectors, self.region, qualifier=deployment["DeploymentId"])
+
+    def subscriptions(self, deployment: dict) -> List[dict]:
+        """The deployment's subscription definition version's Subscriptions (none when it binds none)."""
+        return self._contents(deployment).subscriptions
 
     def current(self) -> Optional[dict]:
         """The deployment to run at start: the newest one that has not failed and has its models in place."""

@@ -4,7 +4,9 @@ Greengrass (ours or a real v1 core) runs this module as a long-lived function wi
 environment variables and `ENCODING_TYPE=binary`, so the event is the raw image bytes. At import, as a pinned Lambda
 does its set-up, it starts the supervised inference worker and waits for the model to load; a configuration, model
 or memory-limit problem fails the import with the reason, and the runtime reports it as an initialization failure.
-This process never loads MXNet itself: see `supervisor.py`.
+This process never loads MXNet itself: see `supervisor.py`. With `MLFeedbackConnectorConfigId` set (version 2),
+each answered request's image and prediction also go to the ML Feedback connector, off the request path
+(`feedback/forwarder.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from . import logs
 from .errors import RequestError
+from .feedback.forwarder import FeedbackForwarder
 from .parameters import ImageClassificationParameters
 from .supervisor import InferenceSupervisor, workers_from_environment
 
@@ -29,6 +32,10 @@ supervisor = InferenceSupervisor(parameters, Path(_status_file) if _status_file 
                                  workers=workers_from_environment(os.environ))
 supervisor.start()
 atexit.register(supervisor.stop)
+forwarder = None
+if parameters.feedback_config_id:
+    forwarder = FeedbackForwarder(parameters.feedback_config_id, parameters.service_name).start()
+    atexit.register(forwarder.stop)
 
 
 def _deadline(context) -> float:
@@ -47,8 +54,13 @@ def function_handler(event, context):
     if not isinstance(event, (bytes, bytearray, memoryview)):
         raise RequestError(f"the request body must be image bytes, not {type(event).__name__}: deploy the "
                            f"connector function with binary input encoding")
+    request_id = getattr(context, "aws_request_id", "?")
+    image = bytes(event)
     try:
-        return supervisor.infer(bytes(event), content_type, _deadline(context))
+        answer = supervisor.infer(image, content_type, _deadline(context))
     except RequestError as exc:
-        log.warning("request %s refused (%s): %s", getattr(context, "aws_request_id", "?"), exc.reason, exc)
+        log.warning("request %s refused (%s): %s", request_id, exc.reason, exc)
         raise
+    if forwarder is not None:
+        forwarder.offer(request_id, image, content_type, answer["Body"])
+    return answer

@@ -1,6 +1,8 @@
 """`make lambda-zip`: the connector as a deployment package for a long-lived Lambda in a real Greengrass v1 group.
 
-The zip holds the `connector` package and `schemas/` side by side (where `connector.parameters` looks for them).
+The zip holds the `connector` package and `schemas/` side by side (where `connector.parameters` looks for them),
+and the `greengrass_machine_learning_sdk` with which a version 2 connector hands samples to the group's ML Feedback
+connector (`MLFeedbackConnectorConfigId`); the core provides `greengrass_common` and `greengrass_ipc_python_sdk`.
 Handler: `connector.handler.function_handler`; runtime python3.7+ (or python3.8 on newer cores); pinned
 (long-lived); input encoding binary. MXNet, numpy and OpenCV are not bundled: the device provides them (the
 connector documentation's install scripts, or `install/`), as with the original connector.
@@ -19,6 +21,8 @@ HANDLER = "connector.handler.function_handler"
 def package_files() -> list[tuple[Path, str]]:
     files = [(path, path.relative_to(REPO).as_posix())
              for path in sorted((REPO / "connector").rglob("*.py")) if "__pycache__" not in path.parts]
+    files += [(path, path.relative_to(REPO / "ml_sdk").as_posix())
+              for path in sorted((REPO / "ml_sdk" / "greengrass_machine_learning_sdk").glob("*.py"))]
     files += [(path, f"schemas/{path.name}") for path in sorted((REPO / "schemas").glob("*.json"))]
     return files
 

@@ -1,4 +1,5 @@
-"""Validation of ML Image Classification connector parameters and of CreateConnectorDefinition requests.
+"""Validation of connector parameters (ML Image Classification, ML Feedback) and of CreateConnectorDefinition
+requests.
 
 Greengrass checked connector parameters in the cloud when a definition was created, so a bad value never reached a
 core.  We keep that contract with the JSON Schemas under ``schemas/`` as the one source of the rules: the request
@@ -9,12 +10,14 @@ in one round trip instead of one error per attempt.
 Error codes (``DetailedErrorCode``), one detail per problem:
 
 - ``InvalidRequest``: the request does not have the CreateConnectorDefinition shape (request schema).
-- ``InvalidConnectorArn``: the ARN is not one of the six ML Image Classification connector ARNs.
+- ``InvalidConnectorArn``: the ARN is not one of the six ML Image Classification connector ARNs or ML Feedback's.
 - ``MissingRequiredParameter`` / ``UnknownParameter`` / ``InvalidParameterValue``: per-parameter problems.
 - ``DuplicateConnectorId``: two connectors share an Id (Ids are unique within a definition version).
 - ``DuplicateConnector``: the same connector (any version) appears twice; a group holds one version of a connector.
 - ``DuplicateServiceName``: two connectors share a LocalInferenceServiceName, so they would be the same Lambda
   function (``GG-ML-INF-image-classification-<name>``).
+- ``UnknownFeedbackConfigId``: a version 2 image classification connector's ``MLFeedbackConnectorConfigId`` is not
+  a key of the ``FeedbackConfigurationMap`` of the definition's ML Feedback connector (or there is none).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ INVALID_PARAMETER_VALUE = "InvalidParameterValue"
 DUPLICATE_CONNECTOR_ID = "DuplicateConnectorId"
 DUPLICATE_CONNECTOR = "DuplicateConnector"
 DUPLICATE_SERVICE_NAME = "DuplicateServiceName"
+UNKNOWN_FEEDBACK_CONFIG_ID = "UnknownFeedbackConfigId"
 
 #: Set by our runtime when it hosts the connector; a real Greengrass core does not set it.
 CONNECTOR_ARN_ENV = "GGIC_CONNECTOR_ARN"
@@ -58,6 +62,8 @@ JOB_ARN_PARAMETER = "MLModelSageMakerJobArn"
 SERVICE_NAME_PARAMETER = "LocalInferenceServiceName"
 GPU_PARAMETER = "GPUAcceleration"
 FEEDBACK_PARAMETER = "MLFeedbackConnectorConfigId"
+FEEDBACK_MAP_PARAMETER = "FeedbackConfigurationMap"
+FEEDBACK_CONNECTOR = "MLFeedback"
 
 # Without an ARN (a real Greengrass group) we can only guess the connector from the parameters themselves.
 _DEFAULT_CONNECTOR = ("ImageClassificationx86-64", 2)
@@ -198,6 +204,7 @@ class _CatalogEntry:
     schema_file: str
     function_name_template: str
     arn_pattern: str
+    handler: str
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,7 +212,8 @@ def _catalog() -> tuple[_CatalogEntry, ...]:
     return tuple(
         _CatalogEntry(name=c["name"], version=int(c["version"]), platform=c["platform"],
                       display_name=c["displayName"], schema_file=c["schema"],
-                      function_name_template=c["functionNameTemplate"], arn_pattern=c["arnPattern"])
+                      function_name_template=c["functionNameTemplate"], arn_pattern=c["arnPattern"],
+                      handler=c["handler"])
         for c in _load_json(CATALOG_FILE)["connectors"])
 
 
@@ -228,7 +236,7 @@ def _match_arn(arn: str) -> Optional[tuple[_CatalogEntry, str]]:
 
 @dataclass(frozen=True)
 class ConnectorSpec:
-    """One of the six connector ARNs resolved: which connector, version, platform and parameter schema it means."""
+    """A connector ARN of the catalog resolved: which connector, version, platform, parameter schema and handler."""
 
     name: str
     version: int
@@ -238,23 +246,29 @@ class ConnectorSpec:
     schema_file: str
     display_name: str
     function_name_template: str
+    handler: str
 
-    def function_name(self, service_name: str) -> str:
-        """Name of the Lambda function Greengrass runs for this connector instance."""
-        return self.function_name_template.format(LocalInferenceServiceName=service_name)
+    @property
+    def is_feedback(self) -> bool:
+        return self.name == FEEDBACK_CONNECTOR
 
-    def function_arn(self, service_name: str, region: Optional[str] = None) -> str:
+    def function_name(self, parameters: Mapping[str, str]) -> str:
+        """Name of the Lambda function Greengrass runs for this connector instance (image classification:
+        ``GG-ML-INF-image-classification-<LocalInferenceServiceName>``; ML Feedback: ``MLFeedback``)."""
+        return self.function_name_template.format_map(parameters)
+
+    def function_arn(self, parameters: Mapping[str, str], region: Optional[str] = None) -> str:
         """ARN of that function; connector functions live under the account ``aws``."""
-        return f"arn:aws:lambda:{region or self.region}:aws:function:{self.function_name(service_name)}"
+        return f"arn:aws:lambda:{region or self.region}:aws:function:{self.function_name(parameters)}"
 
 
-def _unknown_arn_message(subject: Optional[str], arn: Any) -> str:
-    names = ", ".join(supported_connector_names())
-    versions = ", ".join(str(v) for v in sorted({e.version for e in _catalog()}))
+def _unknown_arn_message(subject: Optional[str], arn: Any, kind: str = "a supported") -> str:
+    names = ", ".join(f"{name} (versions {', '.join(str(e.version) for e in _catalog() if e.name == name)})"
+                      for name in supported_connector_names()
+                      if kind == "a supported" or name != FEEDBACK_CONNECTOR)
     prefix = f"{subject}: " if subject else ""
-    return (f"{prefix}ConnectorArn {_show(arn)} is not a supported ML Image Classification connector ARN; "
-            f"supported connectors: {names} (versions {versions}), written "
-            f"arn:aws:greengrass:<region>::/connectors/<Name>/versions/<n>")
+    return (f"{prefix}ConnectorArn {_show(arn)} is not {kind} connector ARN; "
+            f"supported: {names}, written arn:aws:greengrass:<region>::/connectors/<Name>/versions/<n>")
 
 
 def connector_spec(arn: str) -> ConnectorSpec:
@@ -265,7 +279,7 @@ def connector_spec(arn: str) -> ConnectorSpec:
     entry, region = found
     return ConnectorSpec(name=entry.name, version=entry.version, platform=entry.platform, region=region, arn=arn,
                          schema_file=entry.schema_file, display_name=entry.display_name,
-                         function_name_template=entry.function_name_template)
+                         function_name_template=entry.function_name_template, handler=entry.handler)
 
 
 # --- training-job ARNs --------------------------------------------------------------------------------------
@@ -438,6 +452,17 @@ def _check_parameters(subject: str, entry: _CatalogEntry, parameters: Mapping[st
                              f"{subject}: parameter {name} value {_show(problem.value)} {problem.rule}"
                              + _value_hint(problem.value, definition))
         ranked.append(((order.get(name, len(order)), name), detail))
+    feedback_map = params.get(FEEDBACK_MAP_PARAMETER)
+    if entry.name == FEEDBACK_CONNECTOR and isinstance(feedback_map, str) and FEEDBACK_MAP_PARAMETER not in invalid:
+        # The parameter is a JSON string: its contents have a schema of their own, checked here as well so that a
+        # bad map is refused with the definition, not found when the connector starts on the device.
+        from .feedback.configuration import configuration_problems
+
+        for problem in configuration_problems(feedback_map):
+            invalid.add(FEEDBACK_MAP_PARAMETER)
+            ranked.append(((order.get(FEEDBACK_MAP_PARAMETER, 0), FEEDBACK_MAP_PARAMETER),
+                           _detail(INVALID_PARAMETER_VALUE,
+                                   f"{subject}: {problem}")))
     ranked.sort(key=lambda item: item[0])
 
     path = params.get("MLModelDestinationPath")
@@ -490,6 +515,8 @@ def validate_connector_definition(request: Mapping[str, Any]) -> tuple[dict, lis
     by_name: dict[str, tuple[str, int]] = {}
     services: dict[str, str] = {}
     platforms: dict[str, str] = {}
+    feedback_ids: Optional[tuple[str, Optional[set]]] = None  # (its label, its config ids when the map is valid)
+    wants_feedback: list[tuple[str, str]] = []                # (subject, MLFeedbackConnectorConfigId)
     for index, connector in enumerate(connectors):
         if not isinstance(connector, dict):
             continue  # the request schema reports it
@@ -516,7 +543,8 @@ def validate_connector_definition(request: Mapping[str, Any]) -> tuple[dict, lis
         if region == "region":
             warnings.append(f"{subject}: ConnectorArn uses the documentation's placeholder region 'region'; "
                             f"put the group's AWS Region there (for example us-west-2)")
-        platforms.setdefault(entry.platform, label)
+        if entry.platform != "any":
+            platforms.setdefault(entry.platform, label)
 
         if entry.name in by_name:
             other_label, other_version = by_name[entry.name]
@@ -545,9 +573,17 @@ def validate_connector_definition(request: Mapping[str, Any]) -> tuple[dict, lis
                     DUPLICATE_SERVICE_NAME,
                     f"{subject}: {SERVICE_NAME_PARAMETER} {service!r} is already used by connector "
                     f"{services[service]!r}; both would be the Lambda function "
-                    f"{entry.function_name_template.format(LocalInferenceServiceName=service)}"))
+                    f"{entry.function_name_template.format_map(result.parameters)}"))
             else:
                 services[service] = label
+
+        config_id = result.parameters.get(FEEDBACK_PARAMETER)
+        if isinstance(config_id, str) and config_id and FEEDBACK_PARAMETER not in result.invalid:
+            wants_feedback.append((subject, config_id))
+        if entry.name == FEEDBACK_CONNECTOR:
+            valid_map = FEEDBACK_MAP_PARAMETER not in result.invalid
+            feedback_ids = (label, set(json.loads(result.parameters[FEEDBACK_MAP_PARAMETER])) if valid_map else None)
+    details.extend(_feedback_reference_problems(wants_feedback, feedback_ids))
 
     if len(platforms) > 1:
         warnings.append("The definition mixes connectors for different platforms ("
@@ -568,6 +604,26 @@ def validate_connector_definition(request: Mapping[str, Any]) -> tuple[dict, lis
         raise BadRequestError(all_details)
     # Warnings are returned, not logged: the caller (CLI, API handler) decides how to show them.
     return normalised, warnings
+
+
+def _feedback_reference_problems(wants_feedback: list[tuple[str, str]],
+                                 feedback: Optional[tuple[str, Optional[set]]]) -> list[dict]:
+    """A version 2 image classification connector hands its samples to the group's ML Feedback connector under its
+    MLFeedbackConnectorConfigId: that connector must be in the definition and define the id."""
+    details = []
+    for subject, config_id in wants_feedback:
+        if feedback is None:
+            details.append(_detail(UNKNOWN_FEEDBACK_CONFIG_ID, (
+                f"{subject}: {FEEDBACK_PARAMETER} {config_id!r} needs the ML Feedback connector "
+                f"(arn:aws:greengrass:<region>::/connectors/{FEEDBACK_CONNECTOR}/versions/1) in the same definition, "
+                f"with {config_id!r} in its {FEEDBACK_MAP_PARAMETER}; this definition has none")))
+            continue
+        label, ids = feedback
+        if ids is not None and config_id not in ids:  # an invalid map is reported on its own
+            details.append(_detail(UNKNOWN_FEEDBACK_CONFIG_ID, (
+                f"{subject}: {FEEDBACK_PARAMETER} {config_id!r} is not defined in the {FEEDBACK_MAP_PARAMETER} "
+                f"of ML Feedback connector {label!r} (it defines: {', '.join(sorted(ids)) or 'nothing'})")))
+    return details
 
 
 def request_problems(schema_file: str, request: Any) -> list[dict]:
@@ -614,8 +670,9 @@ class ImageClassificationParameters:
         arn = environ.get(CONNECTOR_ARN_ENV) or None
         if arn is not None:
             found = _match_arn(arn)
-            if found is None:
-                message = _unknown_arn_message(f"Environment variable {CONNECTOR_ARN_ENV}", arn)
+            if found is None or found[0].name == FEEDBACK_CONNECTOR:
+                message = _unknown_arn_message(f"Environment variable {CONNECTOR_ARN_ENV}", arn,
+                                               "an ML Image Classification")
                 error = ConfigurationError(message)
                 error.error_details = [_detail(INVALID_CONNECTOR_ARN, message)]
                 raise error

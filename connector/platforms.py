@@ -75,7 +75,8 @@ def check_connector_platforms(connectors: Iterable[Tuple[str, str, str]], allow:
     allow = allow or environ.get(ALLOW_MISMATCH_ENV, "") == "1"
     machine = machine or _platform.machine()
     here = machine_platform(machine)
-    mismatched = [(connector_id, name, wanted) for connector_id, name, wanted in connectors if wanted != here]
+    mismatched = [(connector_id, name, wanted) for connector_id, name, wanted in connectors
+                  if wanted not in (here, "any")]
     if mismatched and not allow:
         raise PlatformMismatchError("\n".join(mismatch_message(connector_id, name, wanted, machine, here)
                                               for connector_id, name, wanted in mismatched))

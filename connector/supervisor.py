@@ -2,8 +2,8 @@
 
 The connector's function process never imports MXNet. It owns its worker processes (`connector.worker`; one by
 default, `GGIC_WORKERS` / `ggic run --workers N` for more, each with cores / N engine threads and an equal share of
-the memory limit) and, in the manner of gunicorn's arbiter, gives each explicit states, watches it, reaps it and
-replaces it:
+the memory limit, or `--workers auto`: as many as the cores and the memory limit allow, see `choose_layout`) and,
+in the manner of gunicorn's arbiter, gives each explicit states, watches it, reaps it and replaces it:
 
     STARTING ──ready──▶ READY ⇄ BUSY        (a request in hand)
         │                  │
@@ -23,6 +23,8 @@ health and metrics endpoints.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import enum
 import json
 import logging
@@ -35,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional, Union
 
 from . import errors
 from .errors import (
@@ -67,14 +69,106 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 WORKERS_ENV = "GGIC_WORKERS"
+THREADS_ENV = "GGIC_ENGINE_THREADS"
+# How many invocations the function's runtime loop takes at once (connector/runtime/lambda_runtime.py reads it after
+# importing the handler): the supervisor sets it to its worker count once it knows it.
+CONCURRENCY_ENV = "GGIC_CONCURRENCY"
+AUTO = "auto"
+# `auto` gives each worker at least this many times what the loaded model measured: room to decode request images
+# (the same margin the too-small-limit error asks for).
+LAYOUT_MARGIN = 1.25
 
 
-def workers_from_environment(environ) -> int:
-    """`GGIC_WORKERS` (`ggic run --workers`): how many inference workers, default 1."""
+def parse_workers(text: str) -> Union[int, str]:
+    """`auto` or a number of inference workers, 1 or more (`ggic run --workers`, `GGIC_WORKERS`)."""
+    cleaned = str(text).strip().lower()
+    if cleaned == AUTO:
+        return AUTO
+    if not cleaned.isdigit() or int(cleaned) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more) or 'auto'")
+    return int(cleaned)
+
+
+def workers_from_environment(environ: Mapping[str, str]) -> Union[int, str]:
+    """`GGIC_WORKERS` (`ggic run --workers`): how many inference workers, default 1, or `auto`."""
     text = environ.get(WORKERS_ENV) or "1"
+    try:
+        return parse_workers(text)
+    except argparse.ArgumentTypeError:
+        raise ConfigurationError(f"{WORKERS_ENV}={text!r} is not a number of workers (1 or more) or "
+                                 f"'{AUTO}'") from None
+
+
+def threads_from_environment(environ: Mapping[str, str]) -> Optional[int]:
+    """`GGIC_ENGINE_THREADS`: engine threads per worker chosen by the user, or None (the layout decides)."""
+    text = environ.get(THREADS_ENV) or ""
+    if not text:
+        return None
     if not text.isdigit() or int(text) < 1:
-        raise ConfigurationError(f"{WORKERS_ENV}={text!r} is not a number of workers (1 or more)")
+        raise ConfigurationError(f"{THREADS_ENV}={text!r} is not a number of engine threads (1 or more)")
     return int(text)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How many inference workers and how many engine threads each: what the status file reports."""
+
+    mode: str                  # "auto" or "fixed" (--workers N)
+    workers: int
+    threads: int
+    cores: int
+    limit_kb: int
+    need_kb: Optional[int]     # a loaded worker's measured RSS (auto decides on it), None before one loaded
+    reason: str
+
+    def describe(self) -> str:
+        need = "" if self.need_kb is None else f", worker needs {self.need_kb / 1024:.0f} MB"
+        return (f"{self.workers} worker{'s' if self.workers > 1 else ''} x {self.threads} "
+                f"thread{'s' if self.threads > 1 else ''}: {self.cores} cores{need}, limit "
+                f"{self.limit_kb / 1024:.0f} MB ({self.reason})")
+
+    def to_json(self) -> Dict[str, object]:
+        return {"mode": self.mode, "workers": self.workers, "threads": self.threads, "cores": self.cores,
+                "limit_kb": self.limit_kb, "need_kb": self.need_kb, "reason": self.reason,
+                "summary": self.describe()}
+
+
+def choose_layout(cores: int, limit_kb: int, need_kb: int, threads: Optional[int] = None,
+                  margin: float = LAYOUT_MARGIN) -> Layout:
+    """`--workers auto`: as many workers as LocalInferenceServiceMemoryLimitKB holds, `margin` x `need_kb` each
+    (the measured RSS of a loaded, warmed-up worker), and no more than the cores; engine threads cores / workers,
+    so workers x threads never exceeds the cores. At least one worker (a model that does not fit at all is refused
+    before this is asked). `threads` is the user's GGIC_ENGINE_THREADS: then workers x threads stays within the
+    cores too.
+
+    Why the most workers that fit: measured on 2 cores (`make bench`, README "Performance"), 2 workers x 1 thread
+    serve 20-30 % more requests per second under concurrent load than 1 x 2 (MXNet's batch-1 operators do not keep
+    two OpenMP threads busy), while 1 x 2 answers a lone caller faster; `auto` is the layout for concurrent load.
+    """
+    cores = max(1, cores)
+    by_cores = max(1, cores // threads) if threads else cores
+    by_memory = int(limit_kb // (need_kb * margin)) if need_kb > 0 else 1  # an unknown need: one worker
+    workers = max(1, min(by_cores, by_memory))
+    if by_memory < by_cores:
+        reason = (f"the memory limit holds {by_memory} at {margin:g} x the need each" if by_memory >= 1 else
+                  f"the memory limit is below {margin:g} x the need: one worker")
+    else:
+        reason = (f"{THREADS_ENV}={threads}: {cores} // {threads} workers" if threads else
+                  "one core" if cores == 1 else "one worker per core")
+        if by_memory > by_cores:
+            reason += f"; the memory limit would hold {by_memory}"
+    return Layout(AUTO, workers, threads or max(1, cores // workers), cores, limit_kb, need_kb, reason)
+
+
+def fixed_layout(workers: int, cores: int, limit_kb: int, threads: Optional[int] = None) -> Layout:
+    """`--workers N`: N workers with cores / N engine threads each (or GGIC_ENGINE_THREADS)."""
+    return Layout("fixed", workers, threads or max(1, max(1, cores) // workers), max(1, cores), limit_kb, None,
+                  f"--workers {workers}" + (f", {THREADS_ENV}={threads}" if threads else ""))
 
 
 class WorkerState(str, enum.Enum):
@@ -91,6 +185,8 @@ class Worker:
 
     process: subprocess.Popen
     slot: int = 0
+    threads: int = 0               # its engine threads (OMP_NUM_THREADS is read once, when MXNet loads)
+    requests: int = 0              # requests handed to it
     started: float = field(default_factory=time.monotonic)
     state: WorkerState = WorkerState.STARTING
     rss_kb: int = 0
@@ -111,14 +207,37 @@ class Worker:
 
 class InferenceSupervisor:
     """Runs inference requests on supervised worker processes, one request per idle worker; see the module
-    docstring."""
+    docstring.
+
+    `workers="auto"` (`choose_layout`): the worker count depends on the model's measured memory, but each worker's
+    engine threads are fixed before it loads MXNet (OMP_NUM_THREADS is read once, at import). So the first worker
+    starts alone with every core's threads, the layout of one worker, which is also the best layout for a lone
+    caller and what most memory limits allow; the service is ready as soon as it has loaded, so the cold start is
+    that of one worker. Its measured RSS then decides the count: when more fit, the others start in the background
+    with cores / N threads, and once one of them serves, the first worker is retired when idle (it finishes the
+    request it holds; nothing is refused) and replaced by one with cores / N threads. Workers x threads exceed the
+    cores only while that first worker drains, and there are never more than N workers, so the memory limit holds
+    throughout. The alternative, starting the first worker with cores / N threads for an N estimated before
+    loading, needs a guess of the model's memory, and a wrong guess either oversubscribes the cores or leaves a lone
+    worker with too few threads.
+    """
 
     def __init__(self, parameters: ImageClassificationParameters, status_path: Optional[Path] = None,
-                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, workers: int = 1) -> None:
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, workers: Union[int, str] = 1) -> None:
         self.parameters = parameters
         self.limit_kb = parameters.memory_limit_kb
-        self.size = max(1, workers)
+        self.auto = workers == AUTO
+        self.size = 1 if self.auto else max(1, int(workers))
         self.share_kb = self.limit_kb // self.size  # each worker's part of LocalInferenceServiceMemoryLimitKB
+        self.cores = available_cores()
+        self.threads_override = threads_from_environment(os.environ)
+        self.layout: Layout = fixed_layout(self.size, self.cores, self.limit_kb, self.threads_override)
+        if self.auto:  # the first worker loads alone, with every core's threads, until its memory decides
+            self.layout = dataclasses.replace(self.layout, mode=AUTO,
+                                              reason="deciding: the first worker's measured memory decides")
+        self.threads = self.layout.threads
+        self._retiring = False
+        self.need_kb = 0                     # a loaded worker's measured RSS (after load and warm-up)
         self.status_path = status_path
         self.heartbeat_interval_s = heartbeat_interval_s
         self.slots: List[Optional[Worker]] = [None] * self.size
@@ -146,7 +265,12 @@ class InferenceSupervisor:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers and wait for their models; a failure here is a start-up error with the reason."""
+        """Start the workers and wait for their models; a failure here is a start-up error with the reason.
+
+        With `auto`, wait for the first worker only, decide the layout on its measured memory and start the others
+        in the background (see the class docstring). Either way `GGIC_CONCURRENCY` is set to the worker count, for
+        the runtime loop that imported this connector (it reads it after the import) to take as many requests at
+        once."""
         for target, name in ((self._watch_memory, "memory-watchdog"), (self._heartbeat, "heartbeat")):
             threading.Thread(target=target, name=name, daemon=True).start()
         for worker in [self._spawn(slot) for slot in range(self.size)]:  # they load side by side
@@ -154,6 +278,61 @@ class InferenceSupervisor:
             if problem is not None:
                 self.stop()
                 raise problem
+        if self.auto:
+            self._grow(self.need_kb)
+        else:
+            self.layout = dataclasses.replace(self.layout, need_kb=self.need_kb)
+            log.info("inference layout %s", self.layout.describe())
+            self._publish()
+        os.environ[CONCURRENCY_ENV] = str(self.size)
+
+    def _grow(self, need_kb: int) -> None:
+        """`auto`: the layout from the first worker's measured need; start the other workers in the background."""
+        layout = choose_layout(self.cores, self.limit_kb, need_kb, self.threads_override)
+        log.info("inference layout (auto) %s", layout.describe())
+        with self._lock:
+            self.layout = layout
+            self.threads = layout.threads
+            if layout.workers > self.size:
+                self.slots.extend([None] * (layout.workers - self.size))
+                self.size = layout.workers
+                self.share_kb = self.limit_kb // self.size
+        self._publish()
+        for slot in range(1, self.size):  # each boots (and, failing, backs off and retries) on its own thread
+            threading.Thread(target=self._replace, args=(slot, 0.0), name=f"start-worker-{slot}",
+                             daemon=True).start()
+
+    def _retire_if_stale(self) -> None:
+        """A worker loaded with other engine threads than the layout's (auto's first worker) is replaced by one
+        with the layout's threads, once another worker serves: taken when idle, stopped, started anew."""
+        with self._lock:
+            if self._retiring or self._stopping:
+                return
+            stale = [w for w in self.workers if w.threads != self.threads and w.state in
+                     (WorkerState.READY, WorkerState.BUSY) and w.process.poll() is None]
+            serving = [w for w in self.workers if w.threads == self.threads and w.state in
+                       (WorkerState.READY, WorkerState.BUSY)]
+            if not stale or not serving:
+                return
+            self._retiring = True
+        threading.Thread(target=self._retire, args=(stale[0],), name=f"retire-{stale[0].pid}", daemon=True).start()
+
+    def _retire(self, worker: Worker) -> None:
+        try:
+            with self._lock:
+                while worker.state != WorkerState.READY and not self._stopping and worker.process.poll() is None:
+                    self._changed.wait(1.0)  # it finishes the request (or heartbeat) it holds
+                if self._stopping or worker.process.poll() is not None:
+                    return  # stopping, or it died: the reaper replaces it, with the layout's threads
+                worker.state = WorkerState.BUSY  # taken: no request reaches it now
+                worker.kill_reason = "stop"
+            log.info("inference worker %d (%d engine threads) retired for one with %d, as the layout says",
+                     worker.pid, worker.threads, self.threads)
+            self._end(worker)
+        finally:
+            with self._lock:
+                self._retiring = False
+        self._replace(worker.slot, 0.0)
 
     def stop(self) -> None:
         with self._lock:
@@ -163,24 +342,35 @@ class InferenceSupervisor:
         for worker in workers:
             if worker.process.poll() is None:
                 worker.kill_reason = "stop"
-                try:
-                    worker.process.stdin.close()  # the worker exits on end of input
-                    worker.process.wait(STOP_GRACE_S)
-                except (OSError, subprocess.TimeoutExpired):
-                    worker.process.kill()
-                    worker.process.wait()
-            self._set_state(worker, WorkerState.STOPPED)
+                self._end(worker)
+            else:
+                self._set_state(worker, WorkerState.STOPPED)
+
+    def _end(self, worker: Worker) -> None:
+        """Stop a worker the polite way (it exits on end of input), by force after STOP_GRACE_S."""
+        try:
+            worker.process.stdin.close()
+            worker.process.wait(STOP_GRACE_S)
+        except (OSError, subprocess.TimeoutExpired):
+            worker.process.kill()
+            worker.process.wait()
+        self._set_state(worker, WorkerState.STOPPED)
 
     def _spawn(self, slot: int) -> Worker:
         environment = os.environ.copy()  # the worker finds this package wherever the Lambda's code was unpacked
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, environment.get("PYTHONPATH")]))
-        if self.size > 1 and not environment.get("GGIC_ENGINE_THREADS"):  # workers x threads = cores, no more
-            environment["GGIC_ENGINE_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // self.size))
+        threads = self.threads
+        environment[THREADS_ENV] = str(threads)  # workers x threads <= cores (the layout), read before MXNet loads
         process = subprocess.Popen([sys.executable, "-m", "connector.worker"], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, env=environment)
-        worker = Worker(process, slot)
+        worker = Worker(process, slot, threads=threads)
         with self._lock:
             self.slots[slot] = worker
+            stopping = self._stopping
+        if stopping:  # stop() ran meanwhile and did not see this worker: it must not outlive the supervisor
+            worker.kill_reason = "stop"
+            process.kill()
+            process.wait()
         log.info("inference worker %d starting", worker.pid)
         self._publish()
         return worker
@@ -222,12 +412,14 @@ class InferenceSupervisor:
                 f"warm-up inference) but {self._limit_text()}; set it to at least {int(need_kb * 1.25 * self.size)} "
                 f"to leave room for decoding request images")
         worker.model_rss_kb = need_kb
+        self.need_kb = need_kb
         self.model_info = {"shape": header.get("shape"), "classes": header.get("classes")}
         self.last_answer_at = time.time()
         log.info("inference worker %d ready in %.2f s, %d KB resident (limit %d KB)", worker.pid,
                  time.monotonic() - worker.started, need_kb, self.share_kb)
         self._set_state(worker, WorkerState.READY)
         threading.Thread(target=self._reap, args=(worker,), name=f"reap-{worker.pid}", daemon=True).start()
+        self._retire_if_stale()
         return None
 
     def _set_state(self, worker: Optional[Worker], state: WorkerState) -> None:
@@ -264,7 +456,7 @@ class InferenceSupervisor:
             if self._stopping:
                 return
             problem = self._boot(self._spawn(slot))
-            if problem is None:
+            if problem is None or self._stopping:
                 return
             with self._lock:
                 self.restarts += 1
@@ -310,6 +502,7 @@ class InferenceSupervisor:
                 for worker in self.workers:
                     if worker.state == WorkerState.READY and worker.process.poll() is None:
                         worker.state = WorkerState.BUSY
+                        worker.requests += 1
                         return worker
                 remaining = deadline - time.monotonic()
                 if self._stopping or remaining <= 0:
@@ -404,7 +597,8 @@ class InferenceSupervisor:
     def status(self) -> Dict[str, object]:
         workers = [{
             "pid": worker.pid, "state": worker.state.value, "rss_kb": worker.rss_kb,
-            "peak_rss_kb": worker.peak_rss_kb, "model_rss_kb": worker.model_rss_kb,
+            "peak_rss_kb": worker.peak_rss_kb, "model_rss_kb": worker.model_rss_kb, "threads": worker.threads,
+            "requests": worker.requests,
             "uptime_s": round(time.monotonic() - worker.started, 3),
         } for worker in self.workers]
         backoff = any(worker.state == WorkerState.BACKOFF for worker in self.workers)
@@ -417,6 +611,7 @@ class InferenceSupervisor:
             "memory_limit_kb": self.limit_kb,
             "worker": workers[0] if workers else None,
             "workers": workers,
+            "layout": self.layout.to_json(),
             "last_answer_at": self.last_answer_at,
             "restarts": self.restarts,
             "restart_reasons": dict(self.restart_reasons),

@@ -65,6 +65,20 @@ def moto_endpoint():
     process.wait(10)
 
 
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory):
+    """A real MQTT broker (mosquitto) on 127.0.0.1: yields (host, port)."""
+    from mosquitto import MosquittoBroker, MosquittoMissingError
+
+    broker = MosquittoBroker(tmp_path_factory.mktemp("mosquitto"), free_port())
+    try:
+        broker.start()
+    except MosquittoMissingError as exc:
+        pytest.fail(str(exc))
+    yield broker.address
+    broker.stop()
+
+
 @pytest.fixture
 def sdk_env(monkeypatch):
     """Make this test process a Lambda of the given runtime (what `eval "$(ggic env)"` does)."""

@@ -10,8 +10,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 GGIC = [sys.executable, "-m", "connector.cli"]
@@ -45,13 +46,18 @@ class GGICRuntime:
     """`ggic create-connector-definition` + `ggic run` in a private state directory.
 
     The runtime's environment is `base_env` (default: this process's) plus `extra_env`; a caller that has not
-    cleaned its own environment (bench/load.py) passes a cleaned one.
+    cleaned its own environment (bench/load.py) passes a cleaned one. `subscriptions` (a subscription definition
+    version's list) goes through `ggic create-subscription-definition`; `mqtt_broker` is `--mqtt-broker`, with a
+    client id of this runtime's own (several runtimes may share a broker).
     """
 
     def __init__(self, state_dir: Path, connectors: List[dict], lambdas: List[str] = (),
                  extra_env: Optional[Dict[str, str]] = None,
-                 base_env: Optional[Mapping[str, str]] = None, run_args: List[str] = ()) -> None:
+                 base_env: Optional[Mapping[str, str]] = None, run_args: List[str] = (),
+                 subscriptions: Optional[List[dict]] = None, mqtt_broker: Optional[Tuple[str, int]] = None) -> None:
         self.state_dir = state_dir
+        self.subscriptions = subscriptions
+        self.mqtt_broker = mqtt_broker
         self.run_args = list(run_args)
         self.connectors = connectors
         self.lambdas = list(lambdas)
@@ -72,6 +78,14 @@ class GGICRuntime:
             args += ["--connector-definition", self.create_definition()["Id"]]
         for target in self.lambdas:
             args += ["--lambda", target]
+        if self.subscriptions is not None:
+            result = ggic("create-subscription-definition", "--state-dir", str(self.state_dir), "--initial-version",
+                          json.dumps({"Subscriptions": self.subscriptions}), env=self.base_env)
+            assert result.returncode == 0, result.stderr.decode()
+            args += ["--subscription-definition", json.loads(result.stdout)["Id"]]
+        if self.mqtt_broker is not None:
+            args += ["--mqtt-broker", "%s:%d" % self.mqtt_broker,
+                     "--mqtt-client-id", f"ggic-test-{uuid.uuid4().hex[:12]}"]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_path, "wb") as out:
             self.process = subprocess.Popen(GGIC + args, cwd=REPO, env=self.base_env, stdout=out,
@@ -120,8 +134,8 @@ class GGICRuntime:
             return json.loads(exc.read())
 
     def connector_status(self) -> dict:
-        """The first connector's entry in the readiness report (with its supervisor's status)."""
-        return next(entry for entry in self.health()["functions"] if entry["connector"])
+        """The first image classification connector's entry in the readiness report (with its supervisor's status)."""
+        return next(entry for entry in self.health()["functions"] if ":function:GG-ML-INF-" in entry["function_arn"])
 
     def worker_pid(self) -> int:
         return int(self.connector_status()["supervisor"]["worker"]["pid"])

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from bench.profile import format_summary, parse_collapsed, stage_of, summarize
 from material import REPO
 
 
@@ -25,7 +30,60 @@ def test_bench_serving_runs_and_writes_the_table_json_and_plot(tmp_path):
     assert set(service["clients"]) == {"4", "8"} and all(run["rps"] > 0 for run in service["clients"].values())
     assert service["peak_rss_mb"] > service["worker_rss_mb"] > 0
     assert set(entry["targets"]) == {"p50_delta_ms", "throughput_4_clients_ratio", "peak_rss_mb", "cold_start_s"}
-    if report["host"]["cpus"] > 1:
-        assert entry["service_workers"]["clients"]["4"]["rps"] > 0
+    if report["host"]["cpus"] > 1:  # --workers auto, measured with its layout in place
+        auto = entry["service_auto"]
+        assert auto["clients"]["4"]["rps"] > 0 and auto["layout"]["mode"] == "auto"
+        assert 1 <= auto["layout"]["workers"] * auto["layout"]["threads"] <= report["host"]["cpus"]
+        assert "--workers auto" in table
     assert all(isinstance(target["met"], bool) for target in entry["targets"].values())
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- bench/profile.py ------------------------------------------------------------------------------------------
+
+COLLAPSED = """\
+process 10:"python -m connector.cli run";Thread.run (threading.py:971);_Handler._send (connector/runtime/ipc_server.py:192) 30
+process 10:"python -m connector.cli run";process 11:"python -m connector.runtime.lambda_runtime";serve (connector/runtime/lambda_runtime.py:113);InferenceSupervisor.infer (connector/supervisor.py:300);write_frame (connector/frames.py:25) 10
+process 10:"python -m connector.cli run";process 11:"python -m connector.runtime.lambda_runtime";process 12:"python -m connector.worker";_serve (connector/worker.py:63);ImageClassificationService.handle (connector/service.py:95);ClassifierModel.predict (connector/model.py:140);Executor.forward (mxnet/executor.py:115) 50
+process 10:"python -m connector.cli run";process 11:"python -m connector.runtime.lambda_runtime";process 12:"python -m connector.worker";_serve (connector/worker.py:63);ImageClassificationService.postprocess (connector/service.py:92);format_probabilities (connector/service.py:40) 10
+"""
+
+
+def test_profile_summary_attributes_samples_to_processes_and_stages():
+    samples = parse_collapsed(COLLAPSED.splitlines(), "ggic run")
+    samples += parse_collapsed(["invoke (bench/serving.py:200);HTTPConnection.send (http/client.py:990) 20"],
+                               "client (ML SDK)")
+    summary = summarize(samples, rate_hz=100, requests=10)
+    assert summary["samples"] == 120
+    assert summary["processes"]["connector.worker"] == {"samples": 60, "share": 0.5, "ms_per_request": 60.0}
+    assert set(summary["processes"]) == {"connector.cli", "connector.runtime.lambda_runtime", "connector.worker",
+                                         "client (ML SDK)"}
+    stages = {name: value["samples"] for name, value in summary["stages"].items()}
+    assert stages == {"engine (MXNet forward, ClassifierModel.predict)": 50,
+                      "runtime HTTP server (ipc_server, http.server)": 30,
+                      "HTTP clients (IPC SDK, http.client)": 20, "worker pipe frames (frames.py)": 10,
+                      "answer formatting (format_probabilities)": 10}
+    assert summary["top_self"][0] == {"process": "connector.worker", "frame": "Executor.forward (executor.py)",
+                                      "samples": 50, "share": round(50 / 120, 4), "ms_per_request": 50.0}
+    assert stage_of(["something (elsewhere.py:1)"]) == "other"
+    text = format_summary(summary, {"p50_ms": 12.5})
+    assert "connector.worker" in text and "answer formatting" in text and "p50 12.50 ms" in text
+
+
+PY_SPY = shutil.which("py-spy") or next((p for p in ["/tmp/prof/bin/py-spy"] if Path(p).is_file()), None)
+
+
+@pytest.mark.skipif(PY_SPY is None, reason="py-spy is not installed (it is not a dependency of the project)")
+def test_bench_profile_runs_and_writes_the_stacks_and_summary(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench.profile", "--model", "digits", "--seconds", "4",
+                             "--py-spy", PY_SPY, "--out-dir", str(tmp_path)], cwd=REPO, capture_output=True,
+                            timeout=300)
+    output = result.stdout.decode() + result.stderr.decode()
+    if result.returncode and ("ptrace" in output.lower() or "permission" in output.lower()):
+        pytest.skip("py-spy may not attach to processes here (ptrace)")
+    assert result.returncode == 0, output[-3000:]
+    report = json.loads(next(tmp_path.glob("profile-*.json")).read_text())
+    assert report["latency"]["n"] > 0 and report["summary"]["samples"] > 0
+    assert "connector.worker" in report["summary"]["processes"]
+    assert Path(report["raw"]["service"]).stat().st_size > 0
+    assert "stage" in result.stdout.decode()

@@ -19,15 +19,29 @@ DOC_EXAMPLE = ('{ "Connectors": [ { "Id": "MyImageClassificationConnector", "Con
                '"MLModelSageMakerJobArn": "arn:aws:sagemaker:us-west-2:123456789012:training-job:MyImageClassifier", '
                '"LocalInferenceServiceName": "imageClassification", "LocalInferenceServiceTimeoutSeconds": "10", '
                '"LocalInferenceServiceMemoryLimitKB": "500000", "MLFeedbackConnectorConfigId": "MyConfig0" } } ] }')
+# The example's MLFeedbackConnectorConfigId names a config of the group's ML Feedback connector: with it, it is whole.
+FEEDBACK_CONNECTOR = {"Id": "MyFeedbackConnector",
+                      "ConnectorArn": "arn:aws:greengrass:region::/connectors/MLFeedback/versions/1",
+                      "Parameters": {"FeedbackConfigurationMap": json.dumps(
+                          {"MyConfig0": {"s3-bucket-name": "my-aws-bucket", "content-type": "image/jpeg"}})}}
+DEFINITION = json.dumps({"Connectors": json.loads(DOC_EXAMPLE)["Connectors"] + [FEEDBACK_CONNECTOR]})
 
 
 def stored(state_dir, definition_id: str) -> dict:
     return json.loads((state_dir / "definitions" / "connectors" / f"{definition_id}.json").read_text())
 
 
+def test_the_documentation_cli_example_needs_the_feedback_connector_it_names(tmp_path):
+    result = ggic("create-connector-definition", "--state-dir", str(tmp_path), "--initial-version", DOC_EXAMPLE)
+    assert result.returncode == 254
+    details = json.loads(result.stderr.decode().split("\n", 1)[1])["ErrorDetails"]
+    assert [d["DetailedErrorCode"] for d in details] == ["UnknownFeedbackConfigId"]
+    assert not (tmp_path / "definitions").exists()
+
+
 def test_the_documentation_cli_example_is_accepted_and_its_job_arn_normalised(tmp_path):
     result = ggic("create-connector-definition", "--state-dir", str(tmp_path), "--name", "MyGreengrassConnectors",
-                  "--initial-version", DOC_EXAMPLE)
+                  "--initial-version", DEFINITION)
     assert result.returncode == 0, result.stderr.decode()
     response = json.loads(result.stdout)
     assert set(response) == {"Arn", "CreationTimestamp", "Id", "LastUpdatedTimestamp", "LatestVersion",
@@ -43,7 +57,7 @@ def test_the_documentation_cli_example_is_accepted_and_its_job_arn_normalised(tm
 
 def test_file_url_input_is_read_like_the_aws_cli(tmp_path):
     request = tmp_path / "version.json"
-    request.write_text(DOC_EXAMPLE)
+    request.write_text(DEFINITION)
     result = ggic("create-connector-definition", "--state-dir", str(tmp_path), "--initial-version",
                   f"file://{request}")
     assert result.returncode == 0, result.stderr.decode()
@@ -51,7 +65,7 @@ def test_file_url_input_is_read_like_the_aws_cli(tmp_path):
 
 
 def test_every_problem_is_reported_at_once_as_a_bad_request(tmp_path):
-    version = json.loads(DOC_EXAMPLE)
+    version = json.loads(DEFINITION)
     parameters = version["Connectors"][0]["Parameters"]
     parameters["LocalInferenceServiceTimeoutSeconds"] = "0"
     parameters["LocalInferenceServiceMemoryLimitKB"] = "lots"
@@ -75,7 +89,7 @@ def test_every_problem_is_reported_at_once_as_a_bad_request(tmp_path):
 
 
 def test_two_versions_of_one_connector_in_a_definition_are_rejected(tmp_path):
-    first = json.loads(DOC_EXAMPLE)["Connectors"][0]
+    first = json.loads(DEFINITION)["Connectors"][0]
     second = json.loads(json.dumps(first))
     second["Id"] = "Another"
     second["ConnectorArn"] = second["ConnectorArn"].replace("versions/2", "versions/1")
@@ -89,7 +103,7 @@ def test_two_versions_of_one_connector_in_a_definition_are_rejected(tmp_path):
 
 def test_run_with_an_unknown_definition_says_which_exist(tmp_path):
     ggic("create-connector-definition", "--state-dir", str(tmp_path), "--name", "known",
-         "--initial-version", DOC_EXAMPLE)
+         "--initial-version", DEFINITION)
     result = ggic("run", "--state-dir", str(tmp_path), "--connector-definition", "unknown", "--port", "0")
     assert result.returncode == 1
     assert "no connector definition 'unknown'" in result.stderr.decode()
@@ -156,9 +170,11 @@ def test_lambda_zip_deploys_an_importable_working_handler(tmp_path, digits_model
     assert result.returncode == 0, result.stderr
     names = zipfile.ZipFile(archive).namelist()
     assert "connector/handler.py" in names and "schemas/image-classification-v2.schema.json" in names
-    # Exactly the connector's modules and the schemas: nothing compiled, no tests, no stray files.
+    # Exactly the connector's modules, the ML SDK (for feedback) and the schemas: nothing compiled, no tests.
     expected = {p.relative_to(REPO).as_posix() for p in (REPO / "connector").rglob("*.py")
                 if "__pycache__" not in p.parts}
+    expected |= {f"greengrass_machine_learning_sdk/{p.name}"
+                 for p in (REPO / "ml_sdk" / "greengrass_machine_learning_sdk").glob("*.py")}
     expected |= {f"schemas/{p.name}" for p in (REPO / "schemas").glob("*.json")}
     assert set(names) == expected and len(names) == len(expected)
     assert {"connector/doctor.py", "connector/platforms.py", "connector/runtime/runtime.py"} <= set(names)

@@ -271,3 +271,60 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def test_a_deployment_brings_its_subscriptions(tmp_path, moto_endpoint, mqtt_broker, sdk_env):
+    """The group version's subscription definition routes publishes; the next deployment's replaces it at the switch
+    (for the cloud side too), and one this runtime cannot route fails with the reason, the old one kept."""
+    from mosquitto import Subscriber
+    from test_publishing import LAMBDAS, PUBLISHER, RECORDER, publish, wait_records
+
+    group = Group(tmp_path / "state", moto_endpoint)
+    destination = tmp_path / "ml" / "digits"
+    job = create_job(moto_endpoint, "group-routes", DIGITS_ARCHIVE.read_bytes())
+    connectors, resources = group.connectors(destination, job), group.resources(destination, job)
+
+    def subscriptions(*entries: dict) -> str:
+        version = {"Subscriptions": [dict(entry, Id=f"s{n}") for n, entry in enumerate(entries)]}
+        return group.run("create-subscription-definition", "--initial-version",
+                         json.dumps(version))["LatestVersionArn"]
+
+    def deploy(routes: str, expect: int = 0) -> None:
+        group.run("create-group-version", "--group-id", "line-3", "--connector-definition-version-arn", connectors,
+                  "--resource-definition-version-arn", resources, "--subscription-definition-version-arn", routes)
+        group.run("create-deployment", "--group-id", "line-3", "--deployment-type", "NewDeployment", expect=expect)
+
+    group.run("create-group", "--name", "line-3", "--initial-version", json.dumps({
+        "ConnectorDefinitionVersionArn": connectors, "ResourceDefinitionVersionArn": resources,
+        "SubscriptionDefinitionVersionArn": subscriptions(
+            {"Source": PUBLISHER, "Subject": "ggic/group/v1/#", "Target": "cloud"})}))
+    group.run("create-deployment", "--group-id", "line-3", "--deployment-type", "NewDeployment")
+    recorded = tmp_path / "recorded.jsonl"
+    run_args = ["--group", "line-3", "--lambda", str(LAMBDAS / "publisher.py"), "--lambda",
+                str(LAMBDAS / "recorder.py")]
+    cloud = Subscriber(mqtt_broker, "ggic/group/#")
+    try:
+        with GGICRuntime(group.state_dir, [], extra_env=dict(aws_env(moto_endpoint), RECORDER_FILE=str(recorded)),
+                         run_args=run_args, mqtt_broker=mqtt_broker) as runtime:
+            assert publish(runtime, {"topic": "ggic/group/v1/a", "payload": "one"}) == [None]
+            assert cloud.take(1) == [("ggic/group/v1/a", b"one")]
+
+            deploy(subscriptions({"Source": PUBLISHER, "Subject": "ggic/group/v2/#", "Target": "cloud"},
+                                 {"Source": "cloud", "Subject": "ggic/inbound/#", "Target": RECORDER}))
+            assert publish(runtime, {"topic": "ggic/group/v1/a", "payload": "gone"},
+                           {"topic": "ggic/group/v2/b", "payload": "two"}) == [None, None]
+            assert cloud.take(1) == [("ggic/group/v2/b", b"two")]  # v1 is no longer routed
+            deadline = time.monotonic() + 30
+            while not runtime.health()["mqtt"]["subscribed"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            cloud.publish("ggic/inbound/door", b'{"open": true}')
+            [record] = wait_records(recorded, lambda r: r["source"] == "cloud")
+            assert (record["subject"], record["event"]) == ("ggic/inbound/door", {"open": True})
+
+            nowhere = "arn:aws:lambda:us-west-2:000000000000:function:not-here"
+            deploy(subscriptions({"Source": PUBLISHER, "Subject": "ggic/group/v3", "Target": nowhere}), expect=1)
+            assert "not-here is not in this runtime's --lambda functions" in group.stderr
+            assert publish(runtime, {"topic": "ggic/group/v2/c", "payload": "still"}) == [None]
+            assert cloud.take(1) == [("ggic/group/v2/c", b"still")]  # the previous deployment still routes
+    finally:
+        cloud.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -309,6 +310,7 @@ def test_crash_loop_backs_off_and_shows_in_health_status_and_logs(serving, digit
     shown = ggic("status", "--state-dir", str(serving.state_dir))
     assert shown.returncode == 0 and b"runtime: READY" in shown.stdout, shown.stdout
     assert b"inference worker" in shown.stdout and b"MiB limit" in shown.stdout
+    assert re.search(rb"\n  layout 1 worker x \d+ threads?: \d+ cores", shown.stdout), shown.stdout
     log = serving.log_of(CONNECTOR_LOG) + "".join(
         path.read_text(errors="replace") for path in serving.state_dir.rglob(f"{CONNECTOR_LOG}.log.*"))
     assert "3 failure(s) in a row; new worker in 2 s" in log

@@ -100,14 +100,15 @@ def test_parameter_schema_shapes():
     assert defs["LocalInferenceServiceTimeoutSeconds"]["title"] == "Timeout (second)"
 
 
-def test_catalog_lists_six_connectors_with_existing_schemas():
+def test_catalog_lists_six_classifiers_and_the_feedback_connector_with_existing_schemas():
     catalog = json.loads((SCHEMAS / "connectors.json").read_text())["connectors"]
     assert {(c["name"], c["version"]) for c in catalog} == {
         (n, v) for n in ("ImageClassificationx86-64", "ImageClassificationARMv7", "ImageClassificationAarch64JTX2")
-        for v in (1, 2)}
+        for v in (1, 2)} | {("MLFeedback", 1)}
     for entry in catalog:
         assert (SCHEMAS / entry["schema"]).is_file()
-        assert entry["functionNameTemplate"] == "GG-ML-INF-image-classification-{LocalInferenceServiceName}"
+        assert entry["functionNameTemplate"] == ("MLFeedback" if entry["name"] == "MLFeedback" else
+                                                 "GG-ML-INF-image-classification-{LocalInferenceServiceName}")
         assert entry["arnPattern"] == (f"^arn:aws:greengrass:([a-z0-9-]+)::/connectors/{entry['name']}"
                                        f"/versions/{entry['version']}$")
 
@@ -289,10 +290,12 @@ def test_six_connector_arns(arn, name, version, platform, schema):
     spec = P.connector_spec(arn)
     assert (spec.name, spec.version, spec.platform, spec.region, spec.arn, spec.schema_file) == \
         (name, version, platform, "us-west-2", arn, schema)
-    assert spec.function_name("imageClassification") == "GG-ML-INF-image-classification-imageClassification"
-    assert spec.function_arn("svc", "eu-west-1") == \
+    assert spec.function_name({"LocalInferenceServiceName": "imageClassification"}) == \
+        "GG-ML-INF-image-classification-imageClassification"
+    assert spec.function_arn({"LocalInferenceServiceName": "svc"}, "eu-west-1") == \
         "arn:aws:lambda:eu-west-1:aws:function:GG-ML-INF-image-classification-svc"
-    assert spec.function_arn("svc") == "arn:aws:lambda:us-west-2:aws:function:GG-ML-INF-image-classification-svc"
+    assert spec.function_arn({"LocalInferenceServiceName": "svc"}) == \
+        "arn:aws:lambda:us-west-2:aws:function:GG-ML-INF-image-classification-svc"
     # The documentation writes the literal placeholder 'region'.
     literal = P.connector_spec(arn.replace("us-west-2", "region"))
     assert (literal.name, literal.version, literal.region) == (name, version, "region")
@@ -313,7 +316,7 @@ def test_six_connector_arns(arn, name, version, platform, schema):
     " arn:aws:greengrass:us-west-2::/connectors/ImageClassificationARMv7/versions/2",
     "arn:aws:greengrass:us-west-2::/connectors/ImageClassificationARMv7",
     "arn:aws:greengrass:us-west-2::/connectors/ObjectDetectionx86-64/versions/1",
-    "arn:aws:greengrass:us-west-2::/connectors/MLFeedback/versions/1",
+    "arn:aws:greengrass:us-west-2::/connectors/MLFeedback/versions/2",
     "arn:aws:lambda:us-west-2::/connectors/ImageClassificationx86-64/versions/1",
     "ImageClassificationx86-64",
     "",
@@ -387,7 +390,7 @@ def test_every_problem_in_a_request_is_reported():
     body = request(
         connector("A", X86_V2, params(LocalInferenceServiceTimeoutSeconds="0", GPUAcceleration="CPU")),
         connector("A", ARM_V2, params(LocalInferenceServiceName="other")),
-        connector("C", "arn:aws:greengrass:us-west-2::/connectors/MLFeedback/versions/1", {}),
+        connector("C", "arn:aws:greengrass:us-west-2::/connectors/MLFeedback/versions/2", {}),
         connector("bad id", JTX2_V1, params(LocalInferenceServiceName="third", GPUAcceleration="gpu")),
     )
     error = bad_request(body)
@@ -504,17 +507,34 @@ DOC_CPU = """{ "Connectors": [ { "Id": "MyImageClassificationConnector", "Connec
 DOC_GPU = """{ "Connectors": [ { "Id": "MyImageClassificationConnector", "ConnectorArn": "arn:aws:greengrass:region::/connectors/ImageClassificationAarch64JTX2/versions/2", "Parameters": { "MLModelDestinationPath": "/path-to-model", "MLModelResourceId": "my-ml-resource", "MLModelSageMakerJobArn": "arn:aws:sagemaker:us-west-2:123456789012:training-job:MyImageClassifier", "LocalInferenceServiceName": "imageClassification", "LocalInferenceServiceTimeoutSeconds": "10", "LocalInferenceServiceMemoryLimitKB": "500000", "GPUAcceleration": "GPU", "MLFeedbackConnectorConfigId": "MyConfig0" } } ] }"""  # noqa: E501
 
 
+DOC_FEEDBACK = {"Id": "MyFeedbackConnector",
+                "ConnectorArn": "arn:aws:greengrass:region::/connectors/MLFeedback/versions/1",
+                "Parameters": {"FeedbackConfigurationMap": json.dumps(
+                    {"MyConfig0": {"s3-bucket-name": "my-aws-bucket", "content-type": "image/jpeg"}})}}
+
+
+@pytest.mark.parametrize("initial_version", [DOC_CPU, DOC_GPU])
+def test_documentation_cli_examples_need_the_feedback_connector_their_config_id_names(initial_version):
+    # The examples set MLFeedbackConnectorConfigId "MyConfig0" but define no ML Feedback connector: refused, with
+    # the reason, rather than failing on the device at the first sample.
+    error = bad_request({"Name": "MyGreengrassConnectors", "InitialVersion": json.loads(initial_version)})
+    assert codes(error.error_details) == [P.UNKNOWN_FEEDBACK_CONFIG_ID]
+    assert "'MyConfig0'" in error.error_details[0]["DetailedErrorMessage"]
+
+
 @pytest.mark.parametrize("initial_version", [DOC_CPU, DOC_GPU])
 @pytest.mark.parametrize("region", ["region", "us-west-2"])
 def test_documentation_cli_examples(initial_version, region):
+    version = json.loads(initial_version)
+    version["Connectors"].append(DOC_FEEDBACK)
     body = {"Name": "MyGreengrassConnectors",
-            "InitialVersion": json.loads(initial_version.replace("greengrass:region:", f"greengrass:{region}:"))}
+            "InitialVersion": json.loads(json.dumps(version).replace("greengrass:region:", f"greengrass:{region}:"))}
     normalised, warnings = P.validate_connector_definition(body)
-    [entry] = normalised["InitialVersion"]["Connectors"]
+    [entry, _] = normalised["InitialVersion"]["Connectors"]
     assert entry["Parameters"]["MLModelSageMakerJobArn"] == SLASH_JOB
     assert entry["ConnectorArn"].startswith(f"arn:aws:greengrass:{region}::/connectors/")
     assert sum("normalised MLModelSageMakerJobArn" in w for w in warnings) == 1
-    assert any("placeholder region" in w for w in warnings) == (region == "region")
+    assert (sum("placeholder region" in w for w in warnings) == 2) == (region == "region")
     assert P.connector_spec(entry["ConnectorArn"]).region == region
 
 

@@ -7,8 +7,9 @@ dispatcher sends their invocations to the generation that is *routed*. A new dep
 
 1. starts the new generation's processes next to the old ones, with empty queues of their own; each loads and
    warms up its model before it reports initialized (the connector's handler does that at import);
-2. when every one of them is initialized, routes the functions to the new generation in one step (nothing is
-   routed if any failed: the old generation keeps serving, the deployment fails with the reasons);
+2. when every one of them is initialized, routes the functions to the new generation in one step, and publishes
+   by the new group version's subscriptions from then on (nothing is routed if any failed, or if a subscription
+   cannot be routed here: the old generation keeps serving, the deployment fails with the reasons);
 3. lets each old generation finish what its queue still holds (its processes poll and answer through their own
    qualified ARN, so their answers still land), then stops it.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional, Protocol
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence
 
 from .functions import FunctionProcess, FunctionState
 from .invocations import (
@@ -32,6 +33,7 @@ from .invocations import (
     Invocation,
     unqualified_arn,
 )
+from .router import CLOUD_ENDPOINT
 from .runtime import (
     INITIALIZATION_TIMEOUT_S,
     ConnectorDeployment,
@@ -59,6 +61,8 @@ class DeploymentSource(Protocol):
     def pending(self, after: dict) -> Optional[dict]: ...
 
     def connectors(self, deployment: dict) -> List[ConnectorDeployment]: ...
+
+    def subscriptions(self, deployment: dict) -> List[dict]: ...
 
     def report(self, deployment: dict, status: str, message: str = "") -> None: ...
 
@@ -144,7 +148,7 @@ class GroupRuntime(Runtime):
 
     def __init__(self, config: RuntimeConfig, source: DeploymentSource, deployment: dict,
                  lambdas: List[str]) -> None:
-        super().__init__(config, source.connectors(deployment), lambdas)
+        super().__init__(config, source.connectors(deployment), lambdas, source.subscriptions(deployment))
         self.source = source
         self.deployment = deployment  # the one serving
         self._last_seen = deployment  # the newest one applied or tried
@@ -185,7 +189,7 @@ class GroupRuntime(Runtime):
             log.info("deployment %s: group version %s", deployment["DeploymentId"], deployment["GroupVersionId"])
             self._last_seen = deployment
             try:
-                self.apply(deployment, self.source.connectors(deployment))
+                self.apply(deployment, self.source.connectors(deployment), self.source.subscriptions(deployment))
             except Exception as exc:  # the old generation keeps serving
                 log.error("deployment %s failed: %s", deployment["DeploymentId"], exc)
                 self.source.report(deployment, "Failure", str(exc))
@@ -193,8 +197,14 @@ class GroupRuntime(Runtime):
             self.source.report(deployment, "Success")
             log.info("deployment %s succeeded", deployment["DeploymentId"])
 
-    def apply(self, deployment: dict, connectors: List[ConnectorDeployment]) -> None:
-        """Start the new generation, route to it when all of it is ready, drain and stop the old one."""
+    def apply(self, deployment: dict, connectors: List[ConnectorDeployment],
+              subscriptions: Sequence[Mapping[str, str]] = ()) -> None:
+        """Start the new generation, route to it (and by its subscriptions) when all of it is ready, drain and stop
+        the old one."""
+        try:  # subscriptions this runtime cannot route fail the deployment before anything starts
+            table = self.subscription_table(connectors, subscriptions)
+        except RuntimeStartError as exc:
+            raise DeploymentError(str(exc)) from None
         core_env = self.core_environment()
         staged: List[FunctionProcess] = []
         for connector in connectors:
@@ -230,6 +240,9 @@ class GroupRuntime(Runtime):
                 self.generations.unroute(function_arn)
                 del self.functions[function_arn]
                 old.append(process)
+        self.router.replace(table, {c.connector_arn: c.function_arn for c in connectors})
+        if self.bridge is not None:
+            self.bridge.set_filters(table.filters_from(CLOUD_ENDPOINT))
         self.deployment = deployment
         self._write_state()
         for process in old:

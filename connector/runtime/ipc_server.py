@@ -10,6 +10,10 @@ Routes, all under `/2016-11-01/functions/<function ARN, raw>` and all requiring 
 | POST   | `/work`        | the function's runtime loop | post the result (or a Handled error)                   |
 | PUT    | `/initialized` | the function's runtime loop | report whether the handler module loaded               |
 
+A POST to the router function (`arn:aws:lambda:::function:GGRouter`, what greengrasssdk's `iot-data` publish
+sends) goes to the `router.Router` instead of a queue: 202 with a fresh `X-Amz-InvocationId` when routed, 400 when
+the client context is not a publish's, 429 when an AllOrError publish finds a target full.
+
 Errors are answered as JSON `{"errorMessage": ...}` with a 4xx/5xx status; the IPC client raises on them.
 
 Read-only routes answer without a token (the server listens on loopback): the Greengrass health check API
@@ -30,7 +34,9 @@ import logging
 import select
 import socket
 import socketserver
+import sys
 import time
+import uuid
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .invocations import (
@@ -45,6 +51,7 @@ from .invocations import (
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import RuntimeMetrics
+from .router import ROUTER_FUNCTION_ARN, PublishRefusedError, PublishRejectedError, Router, parse_publish
 
 log = logging.getLogger("ggic.ipc")
 
@@ -95,8 +102,10 @@ class IPCServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                  workers: Optional[HealthReporter] = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  readiness: Optional[ReadinessReporter] = None,
-                 metrics: Optional[RuntimeMetrics] = None) -> None:
+                 metrics: Optional[RuntimeMetrics] = None,
+                 router: Optional[Router] = None) -> None:
         self.dispatcher = dispatcher
+        self.router = router
         self.token = token
         self.on_initialized = on_initialized or (lambda arn, ok, text: None)
         self.workers = workers or dict
@@ -113,6 +122,13 @@ class IPCServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def shutdown(self) -> None:
         self.stopping = True
         super().shutdown()
+
+    def handle_error(self, request, client_address) -> None:
+        """A peer that went away mid-request (a stopped function's long poll) is normal: no traceback on stderr."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            log.debug("connection from %s closed by the peer", client_address)
+            return
+        log.exception("IPC connection from %s failed", client_address)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -249,17 +265,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.server.metrics is not None:
             self.server.metrics.refuse(unqualified_arn(arn), reason)
 
-    def _invoke(self, arn: str) -> None:
-        invocation_type = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
-        if invocation_type not in INVOCATION_TYPES:
-            self._read_body()
-            raise IPCError(400, f"X-Amz-Invocation-Type {invocation_type!r} is not one of {INVOCATION_TYPES}")
+    def _read_invocation_body(self, arn: str) -> bytes:
+        """The body of an invocation; one over the size limit is refused, and counted as such."""
         try:
-            payload = self._read_body()
+            return self._read_body()
         except IPCError as exc:
             if exc.status == 413:
                 self._refuse(arn, "too-large")
             raise
+
+    def _invoke(self, arn: str) -> None:
+        if unqualified_arn(arn) == ROUTER_FUNCTION_ARN:
+            self._publish()
+            return
+        invocation_type = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+        if invocation_type not in INVOCATION_TYPES:
+            self._read_body()
+            raise IPCError(400, f"X-Amz-Invocation-Type {invocation_type!r} is not one of {INVOCATION_TYPES}")
+        payload = self._read_invocation_body(arn)
         client_context = self.headers.get("X-Amz-Client-Context", "")
         try:
             invocation = self.server.dispatcher.submit(arn, payload, client_context, invocation_type)
@@ -271,7 +294,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         status = 202 if invocation_type == EVENT else 200
         self._send(status, headers={"X-Amz-InvocationId": invocation.id})
 
+    def _publish(self) -> None:
+        """greengrasssdk's `iot-data` publish: route the body through the subscription table."""
+        payload = self._read_invocation_body(ROUTER_FUNCTION_ARN)
+        if self.server.router is None:
+            raise IPCError(404, "this Greengrass runtime routes no publishes (it has no router)")
+        try:
+            self.server.router.publish(parse_publish(self.headers.get("X-Amz-Client-Context", ""), payload))
+        except PublishRejectedError as exc:
+            raise IPCError(400, str(exc)) from None
+        except PublishRefusedError as exc:
+            self._refuse(ROUTER_FUNCTION_ARN, "busy")
+            raise IPCError(429, str(exc)) from None
+        self._send(202, headers={"X-Amz-InvocationId": str(uuid.uuid4())})  # greengrasssdk does not use it
+
     def _get_result(self, arn: str) -> None:
+        if unqualified_arn(arn) == ROUTER_FUNCTION_ARN:
+            raise IPCError(404, "a publish to GGRouter has no result to collect")
         invocation_id = self.headers.get("X-Amz-InvocationId", "")
         try:
             invocation = self.server.dispatcher.result(invocation_id)

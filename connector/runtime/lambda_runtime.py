@@ -157,7 +157,9 @@ def main() -> int:
         return 1
     client.put_initialization_result(function_arn)
     log.info("function %s initialized, handler %s", function_arn, handler_spec)
-    # A connector with several inference workers takes as many invocations at once (GGIC_CONCURRENCY).
+    # A connector with several inference workers takes as many invocations at once: GGIC_CONCURRENCY, read only
+    # now, after the handler's import, because the connector's supervisor sets it there to the worker count it
+    # started (with `--workers auto` that count is decided on the first worker's measured memory).
     for number in range(1, int(os.environ.get("GGIC_CONCURRENCY") or 1)):
         threading.Thread(target=serve, args=(handler, function_arn, encoding, client), name=f"serve-{number}",
                          daemon=True).start()

@@ -1,7 +1,9 @@
 """What the runtime counts, in the Prometheus text format (`GET /metrics`) and as a summary for `ggic status`.
 
 Request counters and the latency histogram are updated as invocations are answered; queue depth, worker state,
-restarts and RSS are read from the runtime when scraped, so they are never stale.
+restarts and RSS are read from the runtime when scraped, so they are never stale. Published messages are counted
+as the router handles them (routed, dropped by a full target, matching no subscription); the MQTT bridge's
+connection and queue are read when scraped.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ class RuntimeMetrics:
                                ["function", "reason"], registry=self.registry)
         self.latency = Histogram("ggic_request_duration_seconds", "From arrival to answer, queueing included.",
                                  ["function"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.messages_routed = Counter("ggic_messages_routed", "Published messages delivered to a subscription "
+                                       "target (a function's queue, or the MQTT bridge).", ["source", "target"],
+                                       registry=self.registry)
+        self.messages_dropped = Counter("ggic_messages_dropped", "Published messages a matching target did not get, "
+                                        "by reason (queue-full, refused by AllOrError, ...).",
+                                        ["source", "target", "reason"], registry=self.registry)
+        self.messages_unmatched = Counter("ggic_messages_unmatched", "Published messages that matched no "
+                                          "subscription (dropped, as on a Greengrass core).", ["source"],
+                                          registry=self.registry)
         self.registry.register(_StateCollector(snapshot))
 
     def observe(self, invocation: Invocation) -> None:
@@ -61,6 +72,19 @@ class RuntimeMetrics:
 
     def refuse(self, function_arn: str, reason: str) -> None:
         self.refused.labels(function_name(function_arn), reason).inc()
+
+    def routed(self, source: str, target: str) -> None:
+        self.messages_routed.labels(source, target).inc()
+
+    def dropped(self, source: str, target: str, reason: str) -> None:
+        self.messages_dropped.labels(source, target, reason).inc()
+
+    def unmatched(self, source: str) -> None:
+        self.messages_unmatched.labels(source).inc()
+
+    def watch_mqtt(self, state: Callable[[], Dict[str, object]]) -> None:
+        """Export the MQTT bridge's connection and queue (read at scrape time)."""
+        self.registry.register(_MqttCollector(state))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -125,3 +149,20 @@ class _StateCollector:
                 worker_rss.add_metric([name], sum(float(w.get("rss_kb") or 0) for w in workers) * 1024)
                 memory_limit.add_metric([name], float(supervisor.get("memory_limit_kb") or 0) * 1024)
         yield from (queued, in_flight, ready, function_restarts, worker_restarts, worker_rss, memory_limit)
+
+
+class _MqttCollector:
+    """The MQTT bridge's state (mqtt_bridge.MqttBridge.state) as gauges."""
+
+    def __init__(self, state: Callable[[], Dict[str, object]]) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable:
+        state = self.state()
+        connected = GaugeMetricFamily("ggic_mqtt_connected", "1 when the MQTT bridge is connected to its broker.",
+                                      labels=["broker"])
+        connected.add_metric([str(state["broker"])], 1.0 if state["connected"] else 0.0)
+        queued = GaugeMetricFamily("ggic_mqtt_queued_messages", "Messages for the cloud not yet acknowledged by the "
+                                   "broker (kept while it is away, up to the bridge's limit).", labels=["broker"])
+        queued.add_metric([str(state["broker"])], float(state["queued"]))  # type: ignore[arg-type]
+        yield from (connected, queued)

@@ -1,7 +1,8 @@
 """The local Greengrass runtime behind `ggic run`: one IPC server plus the long-lived functions of a group.
 
 It gives every function the environment a Greengrass core gives a Lambda, hosts each image classification
-connector as `arn:aws:lambda:<region>:aws:function:GG-ML-INF-image-classification-<LocalInferenceServiceName>`,
+connector as `arn:aws:lambda:<region>:aws:function:GG-ML-INF-image-classification-<LocalInferenceServiceName>` and
+the ML Feedback connector as `arn:aws:lambda:<region>:aws:function:MLFeedback`,
 and writes `<state-dir>/env` so that other processes (`ggic env`, `ggic invoke`) can act as Lambdas of it.
 """
 
@@ -16,24 +17,26 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from connector.parameters import connector_spec
 
 from .functions import FunctionProcess, FunctionSpec, FunctionState
 from .invocations import DEFAULT_MAX_WORK_ITEMS, Dispatcher, Invocation, unqualified_arn
 from .ipc_server import DEFAULT_MAX_BODY_BYTES, IPCServer
 from .logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from .metrics import RuntimeMetrics, function_name
+from .mqtt_bridge import DEFAULT_MAX_QUEUED, MqttBridge, default_client_id
+from .router import CLOUD_ENDPOINT, ROUTER_FUNCTION_ARN, Router, SubscriptionError, SubscriptionTable, hosting_problems
 
 log = logging.getLogger("ggic.runtime")
 
 # What greengrasssdk 1.6.1 and the ML SDK expect from a Greengrass 1.11 core.
 GGC_MAX_INTERFACE_VERSION = "1.5"
-ROUTER_FUNCTION_ARN = "arn:aws:lambda:::function:GGRouter"
 SHADOW_FUNCTION_ARN = "arn:aws:lambda:::function:GGShadowService"
 SECRETS_MANAGER_FUNCTION_ARN = "arn:aws:lambda:::function:GGSecretManager:1"
 DEFAULT_ACCOUNT_ID = "000000000000"
 CLIENT_FUNCTION_NAME = "ggic-client"
-CONNECTOR_HANDLER = "connector.handler.function_handler"
 INITIALIZATION_TIMEOUT_S = 300.0
 # A connector's supervisor publishes its status every heartbeat; silence for this many heartbeats is "not ready".
 STATUS_STALE_HEARTBEATS = 3
@@ -57,7 +60,10 @@ class RuntimeConfig:
     log_backups: int = DEFAULT_BACKUPS
     max_image_pixels: Optional[int] = None
     engine: Optional[str] = None  # "mxnet" (default) or "onnxruntime", for every connector
-    workers: int = 1              # inference workers per connector (each gets cores / workers engine threads)
+    workers: int | str = 1  # inference workers per connector (cores / workers engine threads each), or "auto"
+    mqtt_broker: Optional[Tuple[str, int]] = None  # the `cloud` of the subscriptions (host, port)
+    mqtt_client_id: Optional[str] = None           # default ggic-<thing or host name>
+    mqtt_max_queued: int = DEFAULT_MAX_QUEUED      # messages for the cloud kept while the broker is away
 
     @property
     def root(self) -> Path:
@@ -107,6 +113,7 @@ def lambda_function_spec(target: str, config: RuntimeConfig) -> FunctionSpec:
 def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfig) -> FunctionSpec:
     # A qualified ARN (`...:function:NAME:QUALIFIER`, a group deployment's generation) keeps the function's log
     # file but gets a status file of its own: two generations run side by side while one replaces the other.
+    catalog = connector_spec(connector.connector_arn)
     qualified = connector.function_arn.split(":function:", 1)[1]
     name = qualified.split(":", 1)[0]
     environment = dict(connector.parameters)
@@ -119,13 +126,15 @@ def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfi
         environment["GGIC_MAX_IMAGE_PIXELS"] = str(config.max_image_pixels)
     if config.engine:
         environment["GGIC_ENGINE"] = config.engine
-    if config.workers > 1:
-        environment.update({"GGIC_WORKERS": str(config.workers), "GGIC_CONCURRENCY": str(config.workers)})
+    if config.workers != 1:  # N or "auto"; the supervisor sets GGIC_CONCURRENCY to the count it runs
+        environment["GGIC_WORKERS"] = str(config.workers)
     timeout = connector.parameters.get("LocalInferenceServiceTimeoutSeconds", "")
-    return FunctionSpec(arn=connector.function_arn, handler=CONNECTOR_HANDLER, encoding="binary",
+    # Only an image classification connector has an inference supervisor that publishes a status file.
+    status_path = None if catalog.is_feedback else config.status_dir / f"{qualified.replace(':', '@')}.json"
+    return FunctionSpec(arn=connector.function_arn, handler=catalog.handler, encoding="binary",
                         environment=environment, log_path=config.user_log_dir / "aws" / f"{name}.log",
                         is_connector=True, timeout_s=float(timeout) if timeout.isdigit() else None,
-                        status_path=config.status_dir / f"{qualified.replace(':', '@')}.json",
+                        status_path=status_path,
                         log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
 
 
@@ -135,7 +144,7 @@ class Runtime:
     dispatcher_class = Dispatcher  # deployments.GroupRuntime routes invocations between generations
 
     def __init__(self, config: RuntimeConfig, connectors: List[ConnectorDeployment],
-                 lambdas: List[str]) -> None:
+                 lambdas: List[str], subscriptions: Sequence[Mapping[str, str]] = ()) -> None:
         self.config = config
         self.token = secrets.token_urlsafe(32)  # fresh for every start
         self.metrics = RuntimeMetrics(self.snapshot)
@@ -149,6 +158,37 @@ class Runtime:
         duplicates = sorted({arn for arn in arns if arns.count(arn) > 1})
         if duplicates:
             raise RuntimeStartError(f"two functions would have the same ARN: {', '.join(duplicates)}")
+        self.router, self.bridge = self._routing(connectors, subscriptions)
+
+    def subscription_table(self, connectors: List[ConnectorDeployment],
+                           subscriptions: Sequence[Mapping[str, str]]) -> SubscriptionTable:
+        """The subscriptions as a table this runtime can route with these connectors and its Lambdas; raises
+        RuntimeStartError naming each subscription it cannot (a target it does not host, cloud without broker)."""
+        try:
+            table = SubscriptionTable.from_definition(subscriptions)
+        except SubscriptionError as exc:
+            raise RuntimeStartError(str(exc)) from None
+        functions = [spec.arn for spec in self.specs if not spec.is_connector] + [c.function_arn for c in connectors]
+        errors, warnings = hosting_problems(table, functions, [c.connector_arn for c in connectors],
+                                            self.config.mqtt_broker is not None)
+        if errors:
+            raise RuntimeStartError("the subscriptions cannot be routed by this runtime:\n  " + "\n  ".join(errors))
+        for warning in warnings:
+            log.warning("%s", warning)
+        return table
+
+    def _routing(self, connectors: List[ConnectorDeployment], subscriptions: Sequence[Mapping[str, str]]) \
+            -> Tuple[Router, Optional[MqttBridge]]:
+        """The router of the subscription table and, with a broker, the MQTT bridge that is its `cloud`."""
+        table = self.subscription_table(connectors, subscriptions)
+        router = Router(table, self.dispatcher, {c.connector_arn: c.function_arn for c in connectors}, self.metrics)
+        if self.config.mqtt_broker is None:
+            return router, None
+        bridge = MqttBridge(self.config.mqtt_broker, self.config.mqtt_client_id or default_client_id(),
+                            table.filters_from(CLOUD_ENDPOINT), router.publish_from_cloud, self.config.mqtt_max_queued)
+        router.cloud = bridge
+        self.metrics.watch_mqtt(bridge.state)
+        return router, bridge
 
     @property
     def env_file(self) -> Path:
@@ -187,13 +227,15 @@ class Runtime:
             self.server = IPCServer((self.config.host, self.config.port), self.dispatcher, self.token,
                                     on_initialized=self._on_initialized, workers=self._workers,
                                     max_body_bytes=self.config.max_request_bytes, readiness=self.readiness,
-                                    metrics=self.metrics)
+                                    metrics=self.metrics, router=self.router)
         except OSError as exc:
             raise RuntimeStartError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
         self._server_thread = threading.Thread(target=self.server.serve_forever, name="ipc-server", daemon=True)
         self._server_thread.start()
         log.info("Greengrass IPC server listening on %s:%d", self.config.host, self.server.port)
 
+        if self.bridge is not None:  # before the functions: what they publish at start waits in its queue
+            self.bridge.start()
         core_env = self.core_environment()
         for spec in self.specs:
             queue = self.dispatcher.add_function(spec.arn, self.config.max_work_items, spec.timeout_s)
@@ -238,7 +280,7 @@ class Runtime:
         """Every function's state: what /health, /metrics and `ggic status` report."""
         entries = []
         for arn, function in list(self.functions.items()):
-            supervisor = _read_status(function.spec.status_path) if function.spec.is_connector else None
+            supervisor = _read_status(function.spec.status_path)
             problem = self._problem(function, supervisor)
             entries.append({
                 "function_arn": arn, "connector": function.spec.is_connector, "state": function.state.value,
@@ -255,7 +297,7 @@ class Runtime:
         if function.state != FunctionState.READY:
             detail = f": {function.init_error}" if function.init_error else ""
             return f"function process {function.state.value}{detail}"
-        if not function.spec.is_connector:
+        if function.spec.status_path is None:  # a Lambda, or a connector without inference workers
             return None
         if supervisor is None:
             return "the connector has not reported its inference worker yet"
@@ -284,8 +326,10 @@ class Runtime:
         summary = self.metrics.summary()
         for entry in functions:
             entry["requests"] = summary.get(function_name(str(entry["function_arn"])), {})
+        # The broker is reported, not required: inference works without it, and its messages wait in the queue.
         return {"ready": all(entry["ready"] for entry in functions), "functions": functions,
-                "uncollected_results": self.dispatcher.uncollected}
+                "uncollected_results": self.dispatcher.uncollected,
+                "mqtt": self.bridge.state() if self.bridge is not None else None}
 
     def _write_state(self) -> None:
         env_lines = "".join(f"export {name}={value}\n" for name, value in sorted(self.client_environment().items()))
@@ -315,6 +359,8 @@ class Runtime:
         for function in self.functions.values():
             function.queue.fail_pending("the Greengrass runtime stopped before this request ran")
             function.queue.fail_in_flight("the Greengrass runtime stopped while this request ran")
+        if self.bridge is not None:
+            self.bridge.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
