@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 from typing import Dict, List
 
@@ -17,6 +20,7 @@ import pytest
 
 from delaying_proxy import DelayingProxy
 from ggic_runtime import GGICRuntime, connector_entry
+from material import REPO
 from mosquitto import Subscriber
 from sagemaker_jobs import aws_env
 
@@ -308,3 +312,18 @@ def test_classifier_v2_feeds_the_feedback_connector_without_waiting_for_uploads(
     stored = s3(moto_endpoint).get_object(Bucket=BUCKET, Key=keys[0])
     assert stored["Body"].read() in images and stored["ContentType"] == "image/png"
     assert set(stored["Metadata"]) == {"service-name", "request-id", "content-type"}
+
+
+@pytest.mark.parametrize("parameters, problem", [
+    ({}, "the required parameter FeedbackConfigurationMap is not set"),
+    ({"FeedbackConfigurationMap": json.dumps(CONFIGURATIONS), "RequestLimit": "1000"},
+     "RequestLimit value '1000' does not match pattern"),
+])
+def test_the_connector_fails_its_initialization_with_each_problem(parameters, problem):
+    """Parameters that reach the function unchecked (a definition made elsewhere): the handler module refuses to
+    load with the problem, as the runtime reports an initialization failure."""
+    env = dict(os.environ, **parameters, MY_FUNCTION_ARN=FEEDBACK_FUNCTION, AWS_REGION=REGION, GG_DAEMON_PORT="9")
+    result = subprocess.run([sys.executable, "-c", "import connector.feedback.handler"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "Invalid ML Feedback connector configuration: 1 problem\n  - " + problem in result.stderr, result.stderr

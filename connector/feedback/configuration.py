@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
-from ..parameters import _ecma_regex, _json_type, _problems, _Problem, _show, _validator
+from ..parameters import FEEDBACK_MAP_PARAMETER, _ecma_regex, _json_type, _problems, _Problem, _show, _validator
 from .sampling import SamplingError, SamplingStrategy, sampling_strategy
 
 logger = logging.getLogger("ggic.feedback.configuration")
@@ -27,7 +27,7 @@ logger = logging.getLogger("ggic.feedback.configuration")
 MAP_SCHEMA = "ml-feedback-configuration-map.schema.json"
 
 PARAMETERS_SCHEMA = "ml-feedback-v1.schema.json"
-MAP_PARAMETER = "FeedbackConfigurationMap"
+MAP_PARAMETER = FEEDBACK_MAP_PARAMETER
 LIMIT_PARAMETER = "RequestLimit"
 
 

@@ -22,14 +22,12 @@ from botocore.config import Config
 from connector import logs
 from connector.iot_data import IoTDataPublisher
 
-from .configuration import InvalidFeedbackConfigurationError, parse_configuration_map, parse_request_limit
+from .configuration import (LIMIT_PARAMETER, MAP_PARAMETER, InvalidFeedbackConfigurationError, parse_configuration_map,
+                            parse_request_limit)
 from .messages import ERROR_INVALID_CONNECTOR_CONFIG, METRIC_TOPIC, metric_message
 from .service import FeedbackService
 
 log = logging.getLogger("ggic.feedback")
-
-MAP_VARIABLE = "FeedbackConfigurationMap"
-LIMIT_VARIABLE = "RequestLimit"
 
 logs.set_service_name("MLFeedback")
 _publisher = IoTDataPublisher()
@@ -40,10 +38,10 @@ def _publish(topic: str, message: dict) -> None:
 
 
 try:
-    if not os.environ.get(MAP_VARIABLE):
-        raise InvalidFeedbackConfigurationError(f"the required parameter {MAP_VARIABLE} is not set")
-    configurations = parse_configuration_map(os.environ[MAP_VARIABLE])
-    request_limit = parse_request_limit(os.environ.get(LIMIT_VARIABLE))
+    if not os.environ.get(MAP_PARAMETER):
+        raise InvalidFeedbackConfigurationError([f"the required parameter {MAP_PARAMETER} is not set"])
+    configurations = parse_configuration_map(os.environ[MAP_PARAMETER])
+    request_limit = parse_request_limit(os.environ.get(LIMIT_PARAMETER))
 except InvalidFeedbackConfigurationError:
     try:
         _publish(METRIC_TOPIC, metric_message(ERROR_INVALID_CONNECTOR_CONFIG, 1))
