@@ -90,34 +90,35 @@ def definition_request(args: argparse.Namespace) -> Dict[str, Any]:
 
 # --- subcommands ------------------------------------------------------------------------------------------
 
-def cmd_create_connector_definition(args: argparse.Namespace) -> int:
-    from .definitions import ConnectorDefinitionStore
-    from .parameters import BadRequestError, validate_connector_definition
+def _create_definition(args: argparse.Namespace, operation: str, validate, store_class, arns) -> int:
+    """A Create*Definition command: validate the request (every problem at once, as the API's BadRequest), print
+    the warnings, store it in the region of `--region`, the AWS variables or `arns(InitialVersion)`, print the
+    AWS-shaped response."""
+    from .parameters import BadRequestError
 
-    request = definition_request(args)
     try:
-        request, warnings = validate_connector_definition(request)
+        request, warnings = validate(definition_request(args))
     except BadRequestError as exc:
-        return _bad_request("CreateConnectorDefinition", exc)
+        return _bad_request(operation, exc)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    region = _region(args, request["InitialVersion"].get("Connectors", []))
-    store = ConnectorDefinitionStore(args.state_dir, region)
-    response = store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags"))
-    print(json.dumps(response, indent=4))
+    store = store_class(args.state_dir, _region(args, *arns(request["InitialVersion"])))
+    print(json.dumps(store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags")), indent=4))
     return 0
 
 
-def _region(args: argparse.Namespace, connectors: List[Dict[str, Any]]) -> str:
-    """--region, else the standard AWS variables, else the connectors' own region, else us-east-1."""
-    explicit = args.region or default_region()
-    if explicit:
-        return explicit
-    for connector in connectors:
-        region = connector["ConnectorArn"].split(":")[3]
-        if region and region != "region":  # the documentation's placeholder
-            return region
-    return DEFAULT_REGION
+def cmd_create_connector_definition(args: argparse.Namespace) -> int:
+    from .definitions import ConnectorDefinitionStore
+    from .parameters import validate_connector_definition
+
+    return _create_definition(args, "CreateConnectorDefinition", validate_connector_definition,
+                              ConnectorDefinitionStore,
+                              lambda version: [c["ConnectorArn"] for c in version.get("Connectors", [])])
+
+
+def _region(args: argparse.Namespace, *arns: Optional[str]) -> str:
+    """--region, else the standard AWS variables, else the first ARN's own region, else us-east-1."""
+    return args.region or default_region() or _arn_region(*arns) or DEFAULT_REGION
 
 
 def runtime_config(args: argparse.Namespace, region: str):
@@ -159,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not connectors and not args.lambdas:
         raise CLIError("nothing to run: give --connector-definition and/or --lambda")
     subscriptions = _subscriptions(args)
-    region = _region(args, connectors)
+    region = _region(args, *(connector["ConnectorArn"] for connector in connectors))
     _check_platforms(connectors, args.allow_platform_mismatch)
     deployments = connector_deployments(connectors, region)
     config = runtime_config(args, region)
@@ -360,6 +361,7 @@ def _bad_request(operation: str, exc: Any) -> int:
 
 
 def _arn_region(*arns: Optional[str]) -> Optional[str]:
+    """The region of the first ARN that names one (not the documentation's placeholder `region`)."""
     for arn in arns:
         parts = (arn or "").split(":")
         if len(parts) > 3 and parts[3] and parts[3] != "region":
@@ -386,38 +388,21 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
 def cmd_create_resource_definition(args: argparse.Namespace) -> int:
     from .definitions import ResourceDefinitionStore
     from .groups import SAGEMAKER_RESOURCE, validate_resource_definition
-    from .parameters import BadRequestError
 
-    request = definition_request(args)
-    try:
-        request, warnings = validate_resource_definition(request)
-    except BadRequestError as exc:
-        return _bad_request("CreateResourceDefinition", exc)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    resources = request["InitialVersion"]["Resources"]
-    region = args.region or default_region() or _arn_region(
-        *(r["ResourceDataContainer"][SAGEMAKER_RESOURCE]["SageMakerJobArn"] for r in resources)) or DEFAULT_REGION
-    store = ResourceDefinitionStore(args.state_dir, region)
-    print(json.dumps(store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags")), indent=4))
-    return 0
+    return _create_definition(
+        args, "CreateResourceDefinition", validate_resource_definition, ResourceDefinitionStore,
+        lambda version: [r["ResourceDataContainer"][SAGEMAKER_RESOURCE]["SageMakerJobArn"]
+                         for r in version["Resources"]])
 
 
 def cmd_create_subscription_definition(args: argparse.Namespace) -> int:
     from .definitions import SubscriptionDefinitionStore
-    from .parameters import BadRequestError
     from .subscriptions import subscription_arns, validate_subscription_definition
 
-    request = definition_request(args)
-    try:
-        request = validate_subscription_definition(request)
-    except BadRequestError as exc:
-        return _bad_request("CreateSubscriptionDefinition", exc)
-    subscriptions = request["InitialVersion"]["Subscriptions"]
-    region = args.region or default_region() or _arn_region(*subscription_arns(subscriptions)) or DEFAULT_REGION
-    store = SubscriptionDefinitionStore(args.state_dir, region)
-    print(json.dumps(store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags")), indent=4))
-    return 0
+    return _create_definition(args, "CreateSubscriptionDefinition",
+                              lambda request: (validate_subscription_definition(request), []),
+                              SubscriptionDefinitionStore,
+                              lambda version: subscription_arns(version["Subscriptions"]))
 
 
 def _group_version_argument(args: argparse.Namespace) -> Dict[str, str]:
@@ -464,7 +449,7 @@ def cmd_create_group(args: argparse.Namespace) -> int:
         status = _check_group_version(args, version, "CreateGroup", "InitialVersion")
         if status is not None:
             return status
-    region = args.region or default_region() or _arn_region(*(version or {}).values()) or DEFAULT_REGION
+    region = _region(args, *(version or {}).values())
     print(json.dumps(GroupStore(args.state_dir, region).create(args.name, version, request.get("tags")), indent=4))
     return 0
 
@@ -611,7 +596,7 @@ def _run_group(args: argparse.Namespace) -> int:
     try:
         record = store.get(args.group)
         group_id = record["Group"]["Id"]
-        region = args.region or default_region() or _arn_region(record["Group"]["Arn"]) or DEFAULT_REGION
+        region = _region(args, record["Group"]["Arn"])
         # Every deployment's connectors pass the platform check, the later ones too (a failure fails that one).
         source = LocalDeployments(store, group_id, region,
                                   check=lambda connectors: _check_platforms(connectors, args.allow_platform_mismatch))
