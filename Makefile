@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test bench venv mosquitto lambda-zip clean
+.PHONY: run test bench venv mosquitto clients lambda-zip clean
 
 venv: $(STAMP)
 
@@ -19,8 +19,13 @@ $(STAMP): setup.py install/constraints.txt
 run: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) mosquitto
+test: $(STAMP) mosquitto clients
 	$(BIN)/python -m pytest -q tests
+
+# tests/test_real_clients.py runs the Lambdas users have: every greengrasssdk release and numpy for Python 2.7, 3.7
+# and 3.8, installed from PyPI into build/clients/ (once; a Python this machine lacks is skipped with the reason).
+clients: $(STAMP)
+	$(BIN)/python tests/client_packages.py
 
 # tests/test_publishing.py runs a real MQTT broker (Debian's mosquitto): installed here when it is missing.
 mosquitto:

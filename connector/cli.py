@@ -257,8 +257,8 @@ def format_status(report: Dict[str, Any]) -> str:
         refused = requests.get("refused") or {}
         mean = requests.get("mean_latency_s")
         lines.append(f"{name}: {'ready' if entry['ready'] else 'NOT READY: ' + str(entry['problem'])}")
-        lines.append(f"  process {entry['pid']} {entry['state']}, restarts {entry['restarts']}, "
-                     f"queued {entry['queued']}, in flight {entry['in_flight']}")
+        lines.append(f"  process {entry['pid']} ({entry.get('runtime')}) {entry['state']}, "
+                     f"restarts {entry['restarts']}, queued {entry['queued']}, in flight {entry['in_flight']}")
         supervisor = entry.get("supervisor")
         if supervisor:
             workers = supervisor.get("workers") or []
@@ -644,8 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--connector-definition", metavar="ID|NAME")
     run.add_argument("--group", metavar="ID|NAME",
                      help="serve the group's deployed version and apply its new deployments without a gap")
-    run.add_argument("--lambda", dest="lambdas", action="append", metavar="PATH_OR_MODULE",
-                     help="a long-lived user Lambda: path/to/file.py[:handler] or package.module (repeatable)")
+    run.add_argument("--lambda", dest="lambdas", action="append", metavar="CODE[@RUNTIME]",
+                     help="a long-lived user Lambda: path/to/file.py[:handler] or package.module, optionally on a "
+                          "runtime: @python2.7, @python3.7, @python3.8, ... or @/path/to/python (default: ggic's own "
+                          "Python and its packages); repeatable")
     run.add_argument("--region")
     run.add_argument("--host", default="127.0.0.1", help="IPC address (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=8000, help="IPC port, 0 for any free one (default 8000)")

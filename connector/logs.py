@@ -8,29 +8,11 @@ connector documentation says, so several inference services can share one log st
 from __future__ import annotations
 
 import logging
-import sys
-import time
-from typing import Optional
 
-_LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+# The format itself belongs to the runtime loop that configures every function process (on any Python).
+from connector.runtime.lambda_runtime import GreengrassFormatter, configure_lambda_logging
 
-
-class GreengrassFormatter(logging.Formatter):
-    """`[2020-02-20T01:05:20.372Z][INFO]-model.py:42,imageClassification: message`."""
-
-    def __init__(self) -> None:
-        super().__init__("[%(asctime)s][%(gg_level)s]-%(filename)s:%(lineno)d,%(gg_prefix)s%(message)s")
-
-    converter = time.gmtime
-
-    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + ".%03dZ" % record.msecs
-
-    def format(self, record: logging.LogRecord) -> str:
-        record.gg_level = _LEVEL_NAMES.get(record.levelname, record.levelname)
-        if not hasattr(record, "gg_prefix"):
-            record.gg_prefix = ""
-        return super().format(record)
+__all__ = ["GreengrassFormatter", "ServiceNamePrefix", "configure_lambda_logging", "set_service_name"]
 
 
 class ServiceNamePrefix(logging.Filter):
@@ -43,18 +25,6 @@ class ServiceNamePrefix(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.gg_prefix = self.prefix
         return True
-
-
-def configure_lambda_logging(stream=None, level: int = logging.INFO) -> logging.Handler:
-    """Root logging for a function process: INFO and up, Greengrass format, to stderr (the runtime files it)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(GreengrassFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    return handler
 
 
 def set_service_name(service_name: str) -> None:

@@ -1,5 +1,6 @@
-# The usage example from the ML Image Classification connector documentation, unchanged except for the one line
-# that reads the image: the path comes from TEST_IMAGE (default: the documentation's /test_img/test.jpg).
+# The Python 3.7 usage example from the ML Image Classification connector documentation, unchanged except for the
+# one line that reads the image: the path comes from TEST_IMAGE (default: the documentation's /test_img/test.jpg).
+# image_classification_lambda_py27.py is the documentation's Python 2.7 version.
 import logging
 import os
 from threading import Timer

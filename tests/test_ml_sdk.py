@@ -1,19 +1,25 @@
 """Tests of the Greengrass ML SDK packages under ml_sdk/: client factory, argument checks, StreamingBody,
-function-ARN parsing and interface versions.  Argument errors are raised before any I/O, so no runtime runs here;
+function-ARN parsing, interface versions, and the core-side shapes that real SDK releases read.  Argument errors are raised before any I/O, so no runtime runs here;
 the one call that gets that far goes to a closed port."""
 
 from __future__ import annotations
 
+import ast
+
+import numpy as np
 import pytest
 
 import greengrass_machine_learning_sdk as ml
 from conftest import free_port
 from greengrass_common.function_arn_fields import FunctionArnFields
 from greengrass_common.parse_version import parse_version
+from greengrass_ipc_python_sdk.ipc_client import IPCClient, _encode_payload
+from greengrass_ipc_python_sdk.ipc_facade import GreengrassServiceCallOutput, GreengrassServiceMessage
 from greengrass_machine_learning_sdk import feedback, inference
 from greengrass_machine_learning_sdk.client import UnrecognizedClientTypeError
 from greengrass_machine_learning_sdk.exception import MissingEnvironmentError
 from greengrass_machine_learning_sdk.streaming_body import StreamingBody
+from material import REPO
 
 INFERENCE_OP = "InferenceClient.invoke_inference_service"
 FEEDBACK_OP = "Feedback.Client.publish"
@@ -159,7 +165,7 @@ def test_body_must_be_bytes_like(core_env, body):
     with pytest.raises(ValueError) as info:
         ml.client("inference").invoke_inference_service(AlgoType="image-classification", ServiceName="svc",
                                                         Body=body)
-    assert str(info.value) == f'"Body" must be bytes, bytearray or memoryview, not {type(body).__name__}.'
+    assert str(info.value) == f'"Body" must be bytes, bytearray, str or a readable file object, not {type(body).__name__}.'
 
 
 def test_missing_region_is_reported(core_env, monkeypatch):
@@ -417,7 +423,7 @@ def test_feedback_metadata_must_be_dict(core_env, metadata):
 def test_feedback_model_input_must_be_bytes_like(core_env):
     with pytest.raises(ValueError) as info:
         ml.client("feedback").publish(**publish_without(ModelInput=12345))
-    assert str(info.value) == '"ModelInput" must be bytes, bytearray or memoryview, not int.'
+    assert str(info.value) == '"ModelInput" must be bytes, bytearray, str or a readable file object, not int.'
 
 
 def test_feedback_prediction_must_be_json_serialisable(core_env):
@@ -438,3 +444,81 @@ def test_feedback_valid_call_without_runtime_is_a_dependency_error(core_env, ext
         ml.client("feedback").publish(**publish_without(**extra))
     assert "unreachable" in str(info.value)
     assert f"localhost:{core_env}" in str(info.value)
+
+
+# --- the core-side modules, in the shapes real SDK releases read ------------------------------------------------
+
+def test_service_message_is_the_cores_namedtuple_of_context_and_payload():
+    """The AWS ML SDK builds it positionally as (base64 client context, body)."""
+    message = GreengrassServiceMessage(b"e30=", b'{"errorMessage": "bad image"}')
+    assert message._fields == ("context", "payload")
+    context, payload = message
+    assert (context, payload) == (message.context, message.payload) == (b"e30=", b'{"errorMessage": "bad image"}')
+    assert message._replace(context="") == ("", b'{"errorMessage": "bad image"}')
+    assert str(message) == '{"errorMessage": "bad image"}'  # an exception built from it reads as the reason
+    assert repr(message) == "GreengrassServiceMessage(context=b'e30=', payload='{\"errorMessage\": \"bad image\"}')"
+
+
+def test_a_long_payload_is_shortened_in_text_not_in_the_message():
+    message = GreengrassServiceMessage("", b"x" * 10000)
+    assert str(message) == "x" * 2000 + "..." and len(message.payload) == 10000
+
+
+def test_call_output_is_the_cores_namedtuple():
+    error = GreengrassServiceMessage("", b"no")
+    output = GreengrassServiceCallOutput(None, error)
+    assert output._fields == ("response", "error_response")
+    assert output == (None, error) and output.error_response is error
+
+
+def test_build_arn_string_is_how_greengrasssdk_1_3_0_rebuilds_an_arn():
+    fields = FunctionArnFields("arn:aws:lambda:us-west-2:123456789012:function:echo")
+    assert FunctionArnFields.build_arn_string(fields.region, fields.account_id, fields.name, "prod") == \
+        "arn:aws:lambda:us-west-2:123456789012:function:echo:prod"
+    assert FunctionArnFields.build_arn_string(fields.region, fields.account_id, fields.name, "") == \
+        "arn:aws:lambda:us-west-2:123456789012:function:echo"
+    assert FunctionArnFields.build_arn_string("", "", "GGRouter", "") == "arn:aws:lambda:::function:GGRouter"
+
+
+def test_a_port_argument_is_ignored_in_favour_of_gg_daemon_port(core_env):
+    """greengrasssdk 1.3.0 to 1.5.0 always pass port=8000; the core's port is GG_DAEMON_PORT."""
+    with pytest.warns(DeprecationWarning, match="ignored"):
+        client = IPCClient(endpoint="localhost", port=8000)
+    assert client.port == core_env
+    assert IPCClient("localhost").port == core_env
+
+
+@pytest.mark.parametrize("payload, sent", [
+    (b"jpeg", b"jpeg"), (bytearray(b"jpeg"), b"jpeg"), ("caf\u00e9", "caf\u00e9".encode("utf-8")), (None, b""),
+    (np.array([1.0, 2.0], dtype=np.float32), np.array([1.0, 2.0], dtype=np.float32).tobytes()),
+], ids=["bytes", "bytearray", "str", "none", "float32-buffer"])
+def test_bodies_go_on_the_wire_as_bytes(payload, sent):
+    assert bytes(_encode_payload(payload)) == sent
+
+
+def test_a_file_object_body_is_read_from_where_it_stands(tmp_path):
+    path = tmp_path / "image.jpg"
+    path.write_bytes(b"header-and-image")
+    with path.open("rb") as body:
+        body.seek(len(b"header-"))
+        assert _encode_payload(body) == b"and-image"
+
+
+REAL_CORE_NAMES = {  # what a real core's modules offer (what the released SDKs import)
+    "greengrass_ipc_python_sdk.ipc_facade": {"GreengrassServiceClient", "GreengrassServiceMessage",
+                                             "GreengrassRuntimeException"},
+    "greengrass_ipc_python_sdk.ipc_client": {"IPCClient", "IPCException"},
+    "greengrass_common.parse_version": {"parse_version"},
+    "greengrass_common.env_vars": {"GGC_MAX_INTERFACE_VERSION", "MY_FUNCTION_ARN"},
+    "greengrass_common.function_arn_fields": {"FunctionArnFields"},
+}
+
+
+def test_our_ml_sdk_needs_nothing_a_real_core_lacks():
+    """It also runs in a Lambda zip on a real core (`make lambda-zip`), beside that core's own modules."""
+    for path in sorted((REPO / "ml_sdk" / "greengrass_machine_learning_sdk").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("greengrass_") \
+                    and not node.module.startswith("greengrass_machine_learning_sdk"):
+                names = {alias.name for alias in node.names}
+                assert names <= REAL_CORE_NAMES.get(node.module, set()), f"{path.name} imports {node.module}.{names}"

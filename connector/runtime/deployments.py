@@ -210,7 +210,7 @@ class GroupRuntime(Runtime):
         for connector in connectors:
             spec = connector_function_spec(connector, self.config)
             queue = self.generations.stage(spec.arn, self.config.max_work_items, spec.timeout_s)
-            process = FunctionProcess(spec, queue, core_env)
+            process = FunctionProcess(spec, queue, core_env, self.lambda_site)
             self._processes[spec.arn] = process
             staged.append(process)
             process.start()

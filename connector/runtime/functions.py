@@ -24,7 +24,9 @@ from typing import Dict, Optional
 
 from connector.processes import describe_exit
 
+from .interpreters import Interpreter, runtime_name
 from .invocations import FunctionQueue
+from .lambda_site import RUNTIME_SCRIPT
 from .logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, RotatingLogFile, pump
 
 log = logging.getLogger("ggic.runtime")
@@ -32,6 +34,8 @@ log = logging.getLogger("ggic.runtime")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
 STOP_GRACE_S = 5.0
+# Variables that point a Python at the runtime's own installation; a Lambda on another Python must not inherit them.
+_FOREIGN_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")
 
 
 class FunctionState(str, enum.Enum):
@@ -57,19 +61,31 @@ class FunctionSpec:
     status_path: Optional[Path] = None       # where a connector's supervisor publishes its worker's state
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
+    interpreter: Optional[Interpreter] = None  # its runtime's Python; None: the runtime's own, with its packages
 
     @property
     def name(self) -> str:
         return self.arn.split(":function:", 1)[-1]
 
+    @property
+    def runtime(self) -> str:
+        """The Lambda runtime it runs on, as AWS names it (python3.8); the runtime's own Python says so."""
+        return self.interpreter.runtime if self.interpreter else f"{runtime_name(sys.version_info)} (ggic's own)"
+
+    @property
+    def python(self) -> str:
+        return self.interpreter.path if self.interpreter else sys.executable
+
 
 class FunctionProcess:
     """Owns one function's process: spawns it, reaps it, restarts it, stops it."""
 
-    def __init__(self, spec: FunctionSpec, queue: FunctionQueue, core_environment: Dict[str, str]) -> None:
+    def __init__(self, spec: FunctionSpec, queue: FunctionQueue, core_environment: Dict[str, str],
+                 lambda_site: Path) -> None:
         self.spec = spec
         self.queue = queue
         self.core_environment = core_environment
+        self.lambda_site = lambda_site  # the runtime loop and the core-side modules (lambda_site.py)
         self.state = FunctionState.STOPPED
         self.init_error = ""
         self.restarts = 0
@@ -91,6 +107,9 @@ class FunctionProcess:
 
     def _environment(self) -> Dict[str, str]:
         env = dict(os.environ)
+        if self.spec.interpreter is not None:  # another Python: nothing of the runtime's own Python on its path
+            for name in _FOREIGN_PYTHON_VARIABLES:
+                env.pop(name, None)
         env.update(self.core_environment)
         env.update(self.spec.environment)
         env.update({
@@ -98,6 +117,7 @@ class FunctionProcess:
             "GGIC_HANDLER": self.spec.handler,
             "ENCODING_TYPE": self.spec.encoding,
             "PYTHONUNBUFFERED": "1",
+            "PYTHONIOENCODING": "utf-8",  # Python 2 writes non-ASCII log lines to the pipe instead of failing
         })
         if self.spec.status_path is not None:
             env["GGIC_STATUS_FILE"] = str(self.spec.status_path)
@@ -107,14 +127,14 @@ class FunctionProcess:
         if self._log is None:
             self._log = RotatingLogFile(self.spec.log_path, self.spec.log_max_bytes, self.spec.log_backups)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "connector.runtime.lambda_runtime"],
+            [self.spec.python, str(self.lambda_site / RUNTIME_SCRIPT)],
             env=self._environment(), cwd=str(self.spec.working_dir or Path.cwd()),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._pump = pump(self._process.stdout, self._log)
         self.worker_id = str(uuid.uuid4())
         self._set_state_locked(FunctionState.STARTING)
-        log.info("started %s (pid %d, worker %s), log %s", self.spec.arn, self._process.pid, self.worker_id,
-                 self.spec.log_path)
+        log.info("started %s on %s (%s, pid %d, worker %s), log %s", self.spec.arn, self.spec.runtime,
+                 self.spec.python, self._process.pid, self.worker_id, self.spec.log_path)
         threading.Thread(target=self._reap, args=(self._process,), name=f"reap-{self.spec.name}",
                          daemon=True).start()
 

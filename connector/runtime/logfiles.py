@@ -67,7 +67,7 @@ def pump(stream: BinaryIO, log_file: RotatingLogFile) -> threading.Thread:
 def system_log_handler(path: Path, max_bytes: int = DEFAULT_MAX_BYTES,
                        backups: int = DEFAULT_BACKUPS) -> logging.Handler:
     """`<root>/ggc/var/log/system/runtime.log`, in the Greengrass line format, rotated by size."""
-    from connector.logs import GreengrassFormatter
+    from .lambda_runtime import GreengrassFormatter
 
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups)

@@ -22,8 +22,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from connector.parameters import connector_spec
 
 from .functions import FunctionProcess, FunctionSpec, FunctionState
+from .interpreters import InterpreterNotFoundError, RuntimeNotSupportedError, resolve
 from .invocations import DEFAULT_MAX_WORK_ITEMS, Dispatcher, Invocation, unqualified_arn
 from .ipc_server import DEFAULT_MAX_BODY_BYTES, IPCServer
+from .lambda_site import build_lambda_site
 from .logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from .metrics import RuntimeMetrics, function_name
 from .mqtt_bridge import DEFAULT_MAX_QUEUED, MqttBridge, default_client_id
@@ -93,19 +95,30 @@ class ConnectorDeployment:
 
 
 def lambda_function_spec(target: str, config: RuntimeConfig) -> FunctionSpec:
-    """`--lambda PATH.py[:handler]` or `--lambda package.module[.handler]` → a function of this runtime."""
-    path_text, with_handler, handler_name = target.partition(".py:")
-    path = Path(path_text + ".py") if with_handler else Path(target)
+    """`--lambda PATH.py[:handler][@RUNTIME]` or `--lambda package.module[@RUNTIME]` → a function of this runtime.
+
+    RUNTIME is a Lambda runtime name (python2.7, python3.8, ...) or an interpreter's path; without one the function
+    runs on the runtime's own Python, with the packages installed beside ggic.
+    """
+    code, _, runtime = target.rpartition("@") if "@" in target and not Path(target).exists() else (target, "", "")
+    interpreter = None
+    if runtime:
+        try:
+            interpreter = resolve(runtime)
+        except (InterpreterNotFoundError, RuntimeNotSupportedError) as exc:
+            raise RuntimeStartError(f"--lambda {target}: {exc}") from None
+    path_text, with_handler, handler_name = code.partition(".py:")
+    path = Path(path_text + ".py") if with_handler else Path(code)
     if path.suffix == ".py":
         if not path.is_file():
             raise RuntimeStartError(f"--lambda {target}: no such file {path}")
         name, handler = path.stem, f"{path.resolve()}:{handler_name or 'function_handler'}"
         working_dir = path.resolve().parent
     else:
-        name, handler, working_dir = target.rsplit(".", 1)[-1], f"{target}.function_handler", None
+        name, handler, working_dir = code.rsplit(".", 1)[-1], f"{code}.function_handler", None
     name = re.sub(r"[^a-zA-Z0-9_-]", "-", name)
     arn = f"arn:aws:lambda:{config.region}:{config.account_id}:function:{name}"
-    return FunctionSpec(arn=arn, handler=handler, working_dir=working_dir,
+    return FunctionSpec(arn=arn, handler=handler, working_dir=working_dir, interpreter=interpreter,
                         log_path=config.user_log_dir / config.account_id / f"{name}.log",
                         log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
 
@@ -153,6 +166,7 @@ class Runtime:
         self.specs += [lambda_function_spec(target, config) for target in lambdas]
         self.functions: Dict[str, FunctionProcess] = {}
         self.server: Optional[IPCServer] = None
+        self.lambda_site: Optional[Path] = None  # built at start: see lambda_site.py
         self._server_thread: Optional[threading.Thread] = None
         arns = [spec.arn for spec in self.specs]
         duplicates = sorted({arn for arn in arns if arns.count(arn) > 1})
@@ -212,10 +226,12 @@ class Runtime:
         }
 
     def client_environment(self) -> Dict[str, str]:
-        """The environment of a process that acts as a Lambda of this runtime (`ggic env`)."""
+        """The environment of a process that acts as a Lambda of this runtime (`ggic env`), on any Python: the
+        core-side modules are on its PYTHONPATH."""
         env = self.core_environment()
         env["MY_FUNCTION_ARN"] = (f"arn:aws:lambda:{self.config.region}:{self.config.account_id}:"
                                   f"function:{CLIENT_FUNCTION_NAME}")
+        env["PYTHONPATH"] = str(self.lambda_site)
         return env
 
     def start(self) -> None:
@@ -223,6 +239,7 @@ class Runtime:
         state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(state_dir, 0o700)
         self.config.status_dir.mkdir(exist_ok=True)
+        self.lambda_site = build_lambda_site(state_dir / "lambda-site")
         try:
             self.server = IPCServer((self.config.host, self.config.port), self.dispatcher, self.token,
                                     on_initialized=self._on_initialized, workers=self._workers,
@@ -239,7 +256,7 @@ class Runtime:
         core_env = self.core_environment()
         for spec in self.specs:
             queue = self.dispatcher.add_function(spec.arn, self.config.max_work_items, spec.timeout_s)
-            self.functions[queue.function_arn] = FunctionProcess(spec, queue, core_env)
+            self.functions[queue.function_arn] = FunctionProcess(spec, queue, core_env, self.lambda_site)
         for function in self.functions.values():
             function.start()
         self.dispatcher.start_sweeper(self._on_stuck)
@@ -283,7 +300,8 @@ class Runtime:
             supervisor = _read_status(function.spec.status_path)
             problem = self._problem(function, supervisor)
             entries.append({
-                "function_arn": arn, "connector": function.spec.is_connector, "state": function.state.value,
+                "function_arn": arn, "connector": function.spec.is_connector, "runtime": function.spec.runtime,
+                "state": function.state.value,
                 "pid": function.pid, "queued": len(function.queue), "in_flight": function.queue.in_flight,
                 "restarts": function.restarts, "timeout_s": function.spec.timeout_s,
                 "ready": problem is None, "problem": problem, "supervisor": supervisor,
@@ -340,7 +358,8 @@ class Runtime:
             "port": self.server.port if self.server else None,
             "region": self.config.region,
             "started": time.time(),
-            "functions": {arn: {"log": str(f.spec.log_path), "connector": f.spec.is_connector}
+            "functions": {arn: {"log": str(f.spec.log_path), "connector": f.spec.is_connector,
+                                "runtime": f.spec.runtime, "python": f.spec.python}
                           for arn, f in list(self.functions.items())},
             **self.extra_state(),
         }

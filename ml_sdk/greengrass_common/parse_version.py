@@ -2,17 +2,17 @@
 
 SDKs compare only major and minor (same major, enough minor), so a patch part is accepted and ignored.
 """
-from __future__ import annotations
-
 import re
-from typing import Tuple
 
-_VERSION = re.compile(r'\s*(\d+)\.(\d+)(?:\.\d+)*\s*')
+_VERSION = re.compile(r'\s*(\d+)\.(\d+)(?:\.\d+)*\s*\Z')
 
 
-def parse_version(text: str) -> Tuple[int, int]:
-    """Return (major, minor); raise ValueError when the text is not of the form "1.5" (or "1.5.0")."""
-    match = _VERSION.fullmatch(text) if isinstance(text, str) else None
+def parse_version(text):
+    """Return (major, minor) as ints; raise ValueError when the text is not of the form "1.5" (or "1.5.0")."""
+    try:
+        match = _VERSION.match(text)
+    except TypeError:  # None (the variable is not set) or not text
+        match = None
     if match is None:
         raise ValueError('Cannot parse {!r} as an interface version; expected "<major>.<minor>", e.g. "1.5".'
                          .format(text))

@@ -1,18 +1,29 @@
 """Request/response calls to a service that lives in another Lambda (e.g. an ML inference connector).
 
-The ML SDK speaks to connectors through this facade rather than through IPCClient so that it deals in
-"response or error response" and a single runtime exception, not HTTP details.
-"""
-from __future__ import annotations
+The ML SDKs speak to connectors through this facade rather than through IPCClient, so that they deal in
+"response or error response" and a single runtime exception, not HTTP details.  The shapes are those of a real
+core's facade, because the AWS ML SDK that Lambdas bundle builds and reads them positionally:
 
+- ``GreengrassServiceMessage(context, payload)``: a namedtuple; ``context`` is the base64 client context (bytes or
+  text), ``payload`` the body.  Answers carry ``context=''``.
+- ``GreengrassServiceCallOutput(response, error_response)``: a namedtuple; exactly one is set.
+- ``GreengrassServiceClient().call(address, message)``; ``GreengrassRuntimeException`` when the call did not
+  complete.
+
+What this core adds never changes those shapes: a message's ``str()`` is its payload as readable text, and the
+runtime exception comes as subclasses that say why (``GreengrassFunctionFailedException``,
+``GreengrassRequestRefusedException``) with the runtime's own reason as their message.
+"""
 import logging
-from typing import Optional, Union
+from collections import namedtuple
 
 from greengrass_ipc_python_sdk.ipc_client import IPCClient, IPCException
 
 logger = logging.getLogger(__name__)
 
 _TEXT_LIMIT = 2000  # characters of payload shown in str()/repr(): enough for an error text, not a whole image
+_TEXT = type(u'')
+_REFUSED_STATUSES = (413, 429)  # the body is over the runtime's limit; the function's queue is full
 
 
 class GreengrassRuntimeException(Exception):
@@ -20,74 +31,89 @@ class GreengrassRuntimeException(Exception):
 
 
 class GreengrassFunctionFailedException(GreengrassRuntimeException):
-    """The function was reached, but the core answered for it: it timed out, ran out of memory or died."""
+    """The function was reached, but the core answered for it: it timed out, ran out of memory or died.
+
+    ``function_error`` is the core's function error ('Unhandled'); the message carries the core's reason.
+    """
+
+    def __init__(self, message, function_error='Unhandled'):
+        super(GreengrassFunctionFailedException, self).__init__(message)
+        self.function_error = function_error
 
 
-def _payload_text(payload: Union[bytes, bytearray, memoryview, str, None]) -> str:
+class GreengrassRequestRefusedException(GreengrassRuntimeException):
+    """The runtime refused to queue the call: ``status`` 413 (body over its limit) or 429 (the function is busy).
+
+    The message is the runtime's reason, e.g. which limit the body exceeded.
+    """
+
+    def __init__(self, message, status):
+        super(GreengrassRequestRefusedException, self).__init__(message)
+        self.status = status
+
+
+def _payload_text(payload):
     if payload is None:
         return ''
-    if isinstance(payload, str):
+    if isinstance(payload, _TEXT):
         text = payload
+    elif hasattr(payload, 'read'):  # a file object sent as a body: say so rather than consume it
+        return '<{}>'.format(type(payload).__name__)
     else:
-        text = bytes(payload[:_TEXT_LIMIT * 4]).decode('utf-8', errors='replace')
+        text = bytes(bytearray(memoryview(payload)[:_TEXT_LIMIT * 4])).decode('utf-8', 'replace')
     if len(text) > _TEXT_LIMIT:
         text = text[:_TEXT_LIMIT] + '...'
     return text
 
 
-class GreengrassServiceMessage:
-    """A payload sent to or received from a service; ``client_context`` (base64 bytes) travels with requests.
+class GreengrassServiceMessage(namedtuple('GreengrassServiceMessage', ['context', 'payload'])):
+    """A payload sent to or received from a service, with the client context that travels with a request.
 
     str() is the payload as text, so an exception built from an error message reads as the service's reason.
     """
 
-    def __init__(self, content_type: str, payload: Union[bytes, bytearray, memoryview, str, None],
-                 client_context: Optional[bytes] = None) -> None:
-        self.content_type = content_type
-        self.payload = payload
-        self.client_context = client_context
+    __slots__ = ()
 
     @property
-    def text(self) -> str:
+    def text(self):
         """The payload decoded as UTF-8 (undecodable bytes replaced), cut to a readable length."""
         return _payload_text(self.payload)
 
-    def __str__(self) -> str:
-        return self.text
+    def __str__(self):
+        text = self.text
+        return text if isinstance(text, str) else text.encode('utf-8')  # Python 2: str() must give bytes
 
-    def __repr__(self) -> str:
-        return 'GreengrassServiceMessage(content_type={!r}, payload={!r})'.format(self.content_type, self.text)
-
-
-class GreengrassServiceCallOutput:
-    """Exactly one of ``response`` (success) and ``error_response`` (the service reported a handled error) is set."""
-
-    def __init__(self, response: Optional[GreengrassServiceMessage],
-                 error_response: Optional[GreengrassServiceMessage]) -> None:
-        self.response = response
-        self.error_response = error_response
-
-    def __repr__(self) -> str:
-        return 'GreengrassServiceCallOutput(response={!r}, error_response={!r})'.format(
-            self.response, self.error_response)
+    def __repr__(self):
+        return 'GreengrassServiceMessage(context={!r}, payload={!r})'.format(self.context, self.text)
 
 
-class GreengrassServiceClient:
+GreengrassServiceCallOutput = namedtuple('GreengrassServiceCallOutput', ['response', 'error_response'])
+
+
+def _with_cause(exception, cause):
+    exception.__cause__ = cause  # `raise ... from cause` on every Python this module runs on
+    return exception
+
+
+class GreengrassServiceClient(object):
     """Invokes a service function synchronously over IPC and sorts the outcome into response/error/exception.
 
     One IPCClient is kept per service client so that repeated calls reuse the thread's keep-alive connection.
     """
 
-    def __init__(self, ipc_client: Optional[IPCClient] = None) -> None:
+    def __init__(self, ipc_client=None):
         self._ipc = ipc_client if ipc_client is not None else IPCClient()
 
-    def call(self, address: str, message: GreengrassServiceMessage) -> GreengrassServiceCallOutput:
+    def call(self, address, message):
         """Send ``message`` to the function at ``address`` and wait for its answer."""
         try:
-            invocation_id = self._ipc.post_work(address, message.payload, message.client_context, 'RequestResponse')
+            invocation_id = self._ipc.post_work(address, message.payload, message.context, 'RequestResponse')
             result = self._ipc.get_work_result(address, invocation_id)
         except IPCException as error:
-            raise GreengrassRuntimeException(str(error)) from error
+            if error.status in _REFUSED_STATUSES:
+                raise _with_cause(GreengrassRequestRefusedException(error.error_message or str(error),
+                                                                    error.status), error)
+            raise _with_cause(GreengrassRuntimeException(str(error)), error)
         if not result.func_err:
             return GreengrassServiceCallOutput(GreengrassServiceMessage('', result.payload), None)
         if result.func_err == 'Handled':
@@ -96,4 +122,4 @@ class GreengrassServiceClient:
         # The core detected the failure itself (timeout, out of memory, crash); the payload says which.
         reason = _payload_text(result.payload) or 'no details given'
         raise GreengrassFunctionFailedException('Function {} failed (function error "{}"): {}'.format(
-            address, result.func_err, reason))
+            address, result.func_err, reason), result.func_err)

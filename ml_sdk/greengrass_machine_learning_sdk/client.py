@@ -1,8 +1,4 @@
 """Factory for the ML SDK clients, mirroring boto3's ``client(name)`` style."""
-from __future__ import annotations
-
-from typing import Union
-
 from greengrass_machine_learning_sdk import feedback, inference
 
 
@@ -10,7 +6,7 @@ class UnrecognizedClientTypeError(Exception):
     """``client()`` was asked for a client type this SDK does not have."""
 
 
-def client(client_type: str) -> Union[inference.Client, feedback.Client]:
+def client(client_type):
     """Return a new 'inference' or 'feedback' client; raises ValueError if the core's interface is too old."""
     if client_type == 'inference':
         return inference.Client()

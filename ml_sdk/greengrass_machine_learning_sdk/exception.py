@@ -4,38 +4,38 @@
 - GreengrassDependencyException: the connector could not be reached or crashed (not running, timed out, ...).
 - MissingEnvironmentError: the Lambda is not running with the environment the core provides.
 """
-from __future__ import annotations
-
 import json
-from typing import Any
 
 from greengrass_ipc_python_sdk.ipc_facade import GreengrassRuntimeException
 
+_TEXT = type(u'')
 
-def describe_error_response(error_response: Any) -> str:
+
+def describe_error_response(error_response):
     """The reason a service gave: its errorMessage (with errorType when present) or the payload text."""
     text = str(error_response) if error_response is not None else ''
     payload = getattr(error_response, 'payload', text)  # parse the whole payload, not the shortened str()
     try:
-        decoded = json.loads(payload if isinstance(payload, str) else bytes(payload).decode('utf-8'))
+        decoded = json.loads(payload if isinstance(payload, _TEXT) else bytes(bytearray(payload)).decode('utf-8'))
     except (TypeError, ValueError):
         return text
     if isinstance(decoded, dict) and decoded.get('errorMessage'):
-        message = str(decoded['errorMessage'])
+        message = decoded['errorMessage']
         error_type = decoded.get('errorType')
-        return '{}: {}'.format(error_type, message) if error_type else message
+        return u'{}: {}'.format(error_type, message) if error_type else message
     return text
 
 
 class _ServiceErrorException(Exception):
     """A handled error answered by a connector; ``error_response`` keeps the full message."""
 
-    def __init__(self, error_response: Any) -> None:
-        super().__init__(error_response)
+    def __init__(self, error_response):
+        super(_ServiceErrorException, self).__init__(error_response)
         self.error_response = error_response
 
-    def __str__(self) -> str:
-        return describe_error_response(self.error_response)
+    def __str__(self):
+        text = describe_error_response(self.error_response)
+        return text if isinstance(text, str) else text.encode('utf-8')  # Python 2: str() must give bytes
 
 
 class GreengrassInferenceException(_ServiceErrorException):
@@ -56,5 +56,5 @@ class MissingEnvironmentError(KeyError):
     A KeyError subclass because plain ``os.environ[...]`` raised KeyError here, and callers may catch that.
     """
 
-    def __str__(self) -> str:
+    def __str__(self):
         return str(self.args[0]) if self.args else ''

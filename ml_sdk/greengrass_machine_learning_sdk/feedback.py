@@ -3,12 +3,9 @@
 The call only hands the sample to the connector (which samples and uploads asynchronously); success means
 "accepted", not "uploaded".
 """
-from __future__ import annotations
-
 import base64
 import json
 import logging
-from typing import Any
 
 from greengrass_ipc_python_sdk.ipc_facade import (GreengrassRuntimeException, GreengrassServiceClient,
                                                   GreengrassServiceMessage)
@@ -22,15 +19,15 @@ logger = logging.getLogger(__name__)
 _OPERATION = 'Feedback.Client.publish'
 
 
-class Client:
+class Client(object):
     """Feedback client; build it with ``greengrass_machine_learning_sdk.client('feedback')``."""
 
-    def __init__(self) -> None:
+    def __init__(self):
         require_core_interface()
         self._address = 'arn:aws:lambda:{}:aws:function:MLFeedback'.format(arguments.aws_region())
         self._service = GreengrassServiceClient()
 
-    def publish(self, **kwargs: Any) -> None:
+    def publish(self, **kwargs):
         """Hand one sample to the ML Feedback connector.
 
         Keyword arguments: ConfigId (a key of the connector's FeedbackConfigurationMap), ModelInput (bytes-like,
@@ -54,13 +51,21 @@ class Client:
         try:
             context_json = json.dumps(context)
         except (TypeError, ValueError) as error:
-            raise ValueError('"ModelPrediction" and "Metadata" must be JSON-serialisable: {}'.format(error)) from None
+            problem = error
+        else:
+            problem = None
+        if problem is not None:
+            raise ValueError('"ModelPrediction" and "Metadata" must be JSON-serialisable: {}'.format(problem))
         client_context = base64.b64encode(context_json.encode('utf-8'))
 
         try:
-            output = self._service.call(self._address, GreengrassServiceMessage('', model_input, client_context))
+            output = self._service.call(self._address, GreengrassServiceMessage(client_context, model_input))
         except GreengrassRuntimeException as error:
-            raise GreengrassDependencyException(str(error)) from error
+            unreachable = GreengrassDependencyException(str(error))
+        else:
+            unreachable = None
+        if unreachable is not None:
+            raise unreachable
         if output.error_response is not None:
             raise GreengrassFeedbackException(output.error_response)
         logger.debug('Feedback sample for config %s accepted by %s', config_id, self._address)

@@ -1,14 +1,16 @@
-"""Client for local inference connectors (e.g. ML Image Classification), called as a Lambda over IPC."""
-from __future__ import annotations
+"""Client for local inference connectors (e.g. ML Image Classification), called as a Lambda over IPC.
 
+It uses only what a real core's `ipc_facade` offers (this SDK also runs in a Lambda zip on a real core), and
+tells this core's richer failures apart by their attributes: a call the runtime refused (`status` 413 or 429) or
+that the core answered for the connector (`function_error`, a timeout or out of memory) is this request's
+failure, a GreengrassInferenceException; a connector that cannot be reached is a GreengrassDependencyException.
+"""
 import base64
 import json
 import logging
-from typing import Any, Dict
 
-from greengrass_ipc_python_sdk.ipc_client import IPCException
-from greengrass_ipc_python_sdk.ipc_facade import (GreengrassFunctionFailedException, GreengrassRuntimeException,
-                                                  GreengrassServiceClient, GreengrassServiceMessage)
+from greengrass_ipc_python_sdk.ipc_facade import (GreengrassRuntimeException, GreengrassServiceClient,
+                                                  GreengrassServiceMessage)
 from greengrass_machine_learning_sdk import arguments
 from greengrass_machine_learning_sdk.exception import GreengrassDependencyException, GreengrassInferenceException
 from greengrass_machine_learning_sdk.interface_version import require_core_interface
@@ -17,31 +19,36 @@ from greengrass_machine_learning_sdk.streaming_body import StreamingBody
 logger = logging.getLogger(__name__)
 
 _OPERATION = 'InferenceClient.invoke_inference_service'
-# The runtime refused the request on the service's behalf: its body is too large (413) or the service is busy (429).
-_REFUSED_STATUSES = (413, 429)
+_TEXT = type(u'')
 
 
-def service_address(region: str, algo_type: str, service_name: str) -> str:
+def service_address(region, algo_type, service_name):
     """The connector's function ARN: connectors live under account 'aws', named after algorithm and service."""
     return 'arn:aws:lambda:{}:aws:function:GG-ML-INF-{}-{}'.format(region, algo_type, service_name)
 
 
-class Client:
+def _is_request_failure(error):
+    """Refused by the runtime for this request (too large, busy) or failed by the core (timeout, memory)."""
+    return getattr(error, 'status', None) is not None or getattr(error, 'function_error', None) is not None
+
+
+class Client(object):
     """Inference client; build it with ``greengrass_machine_learning_sdk.client('inference')``."""
 
-    def __init__(self) -> None:
+    def __init__(self):
         require_core_interface()
         self._service = GreengrassServiceClient()
 
-    def invoke_inference_service(self, **kwargs: Any) -> Dict[str, Any]:
+    def invoke_inference_service(self, **kwargs):
         """Run one inference.
 
         Keyword arguments: AlgoType (e.g. 'image-classification'), ServiceName (the connector's
-        LocalInferenceServiceName) and Body (bytes-like) are required; ContentType (e.g. 'image/jpeg') and
-        Accept are passed to the connector unchecked.  Returns the connector's response dict with 'Body' as a
-        StreamingBody (for image classification, JSON text of per-class probabilities) and 'ContentType'.
-        Raises GreengrassInferenceException when the service rejects or fails this request (bad input, too large,
-        busy, timed out, out of memory) and GreengrassDependencyException when it cannot be reached at all.
+        LocalInferenceServiceName) and Body (bytes, bytearray, str or a readable file object) are required;
+        ContentType (e.g. 'image/jpeg') and Accept are passed to the connector unchecked.  Returns the
+        connector's response dict with 'Body' as a StreamingBody (for image classification, JSON text of
+        per-class probabilities) and 'ContentType'.  Raises GreengrassInferenceException when the service rejects
+        or fails this request (bad input, too large, busy, timed out, out of memory) and
+        GreengrassDependencyException when it cannot be reached at all.
         """
         region = arguments.aws_region()
         service_name = arguments.required(kwargs, 'ServiceName', _OPERATION)
@@ -52,37 +59,38 @@ class Client:
         arguments.check_payload(body, 'Body')
 
         custom = {'Content-Type': kwargs.get('ContentType'), 'Accept': kwargs.get('Accept')}
-        context = {'custom': {key: value for key, value in custom.items() if value is not None}}
+        context = {'custom': dict((key, value) for key, value in custom.items() if value is not None)}
         client_context = base64.b64encode(json.dumps(context).encode('utf-8'))
         address = service_address(region, algo_type, service_name)
 
         logger.debug('Invoking inference service %s', address)
         try:
-            output = self._service.call(address, GreengrassServiceMessage('', body, client_context))
-        except GreengrassFunctionFailedException as error:
-            raise GreengrassInferenceException(str(error)) from error
+            output = self._service.call(address, GreengrassServiceMessage(client_context, body))
         except GreengrassRuntimeException as error:
-            cause = error.__cause__
-            if isinstance(cause, IPCException) and cause.status in _REFUSED_STATUSES:
-                raise GreengrassInferenceException(cause.error_message or str(cause)) from error
-            raise GreengrassDependencyException(str(error)) from error
+            failure = GreengrassInferenceException if _is_request_failure(error) else GreengrassDependencyException
+            raised = failure(str(error))
+        else:
+            raised = None
+        if raised is not None:  # raised here, outside the except block: one traceback, not a chain
+            raise raised
         if output.error_response is not None:
             raise GreengrassInferenceException(output.error_response)
         return _parse_response(address, output.response.payload)
 
 
-def _parse_response(address: str, payload: bytes) -> Dict[str, Any]:
+def _parse_response(address, payload):
     try:
-        response = json.loads(payload)
+        response = json.loads(payload.decode('utf-8') if isinstance(payload, bytes) else payload)
     except ValueError as error:
-        raise GreengrassDependencyException('Inference service {} answered with something that is not JSON: {}'
-                                            .format(address, error)) from None
-    if not isinstance(response, dict):
-        raise GreengrassDependencyException('Inference service {} answered with JSON that is not an object.'
-                                            .format(address))
+        problem = 'Inference service {} answered with something that is not JSON: {}'.format(address, error)
+    else:
+        problem = None if isinstance(response, dict) else \
+            'Inference service {} answered with JSON that is not an object.'.format(address)
+    if problem is not None:
+        raise GreengrassDependencyException(problem)
     if 'Body' in response:
         body = response['Body']
         # The connector sends the body as JSON text; tolerate an already-decoded value by re-serialising it.
-        text = body if isinstance(body, str) else json.dumps(body)
+        text = body if isinstance(body, _TEXT) else json.dumps(body)
         response['Body'] = StreamingBody(text.encode('utf-8'))
     return response

@@ -2,8 +2,6 @@
 
 Checked when a client is built so the mismatch shows up at start-up, not on the first request.
 """
-from __future__ import annotations
-
 import os
 
 from greengrass_common.parse_version import parse_version
@@ -11,7 +9,7 @@ from greengrass_common.parse_version import parse_version
 SDK_INTERFACE_VERSION = (1, 2)
 
 
-def require_core_interface() -> None:
+def require_core_interface():
     """Raise ValueError unless GGC_MAX_INTERFACE_VERSION has our major version and at least our minor one."""
     needed = '{}.{}'.format(*SDK_INTERFACE_VERSION)
     core_text = os.environ.get('GGC_MAX_INTERFACE_VERSION')
@@ -21,10 +19,11 @@ def require_core_interface() -> None:
                          .format(needed))
     try:
         major, minor = parse_version(core_text)
-    except ValueError as error:
-        raise ValueError('Interface version incompatibility: GGC_MAX_INTERFACE_VERSION is unreadable ({}).'
-                         .format(error)) from None
-    if major != SDK_INTERFACE_VERSION[0] or minor < SDK_INTERFACE_VERSION[1]:
-        raise ValueError('Interface version incompatibility: the ML SDK needs Greengrass core interface {} '
-                         '(major {}, minor >= {}) but the core offers {}.'
-                         .format(needed, SDK_INTERFACE_VERSION[0], SDK_INTERFACE_VERSION[1], core_text))
+    except ValueError as error:  # raised outside the except block: no chained traceback on Python 3
+        problem = 'GGC_MAX_INTERFACE_VERSION is unreadable ({}).'.format(error)
+    else:
+        compatible = major == SDK_INTERFACE_VERSION[0] and minor >= SDK_INTERFACE_VERSION[1]
+        problem = None if compatible else 'the ML SDK needs Greengrass core interface {} (major {}, minor >= {}) ' \
+            'but the core offers {}.'.format(needed, SDK_INTERFACE_VERSION[0], SDK_INTERFACE_VERSION[1], core_text)
+    if problem is not None:
+        raise ValueError('Interface version incompatibility: ' + problem)
