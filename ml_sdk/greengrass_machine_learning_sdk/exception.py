@@ -21,6 +21,7 @@ def describe_error_response(error_response):
         return text
     if isinstance(decoded, dict) and decoded.get('errorMessage'):
         message = decoded['errorMessage']
+        message = message if isinstance(message, _TEXT) else _TEXT(message)
         error_type = decoded.get('errorType')
         return u'{}: {}'.format(error_type, message) if error_type else message
     return text
