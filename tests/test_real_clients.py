@@ -30,7 +30,7 @@ import boto3
 import numpy as np
 import pytest
 
-from client_packages import NUMPY, PYTHONS, SDK_VERSIONS, interpreter, numpy_dir, sdk_dir
+from client_packages import PYTHONS, SDK_VERSIONS, interpreter, numpy_dir, sdk_dir
 from ggic_runtime import GGICRuntime, connector_entry, ggic
 from material import REPO, ReferenceModel, as_jpeg, photo_files
 from sagemaker_jobs import aws_env
@@ -111,11 +111,14 @@ def reference(efficientnet_model):
     return ReferenceModel(efficientnet_model, 0, (3, 224, 224))
 
 
+def s3(moto_endpoint: str):
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION, aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, efficientnet_model, moto_endpoint, packages, images):
-    boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION, aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3(moto_endpoint).create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     state = tmp_path_factory.mktemp("state")
     recorder_file = state.parent / f"{state.name}-published.jsonl"
     feedback = {"Id": "Feedback", "ConnectorArn": f"arn:aws:greengrass:{REGION}::/connectors/MLFeedback/versions/1",
@@ -298,12 +301,11 @@ def test_usage_example_as_a_plain_process(runtime, packages, reference, images, 
 
 def uploaded_metadata(moto_endpoint: str, marker: str, timeout: float = CALL_TIMEOUT_S) -> dict:
     """The S3 metadata of the sample the feedback connector uploaded with metadata marker=`marker`."""
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION, aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
+    client = s3(moto_endpoint)
     deadline = time.monotonic() + timeout
     while True:
-        for listed in s3.list_objects_v2(Bucket=BUCKET, Prefix="clients/").get("Contents", []):
-            metadata = s3.head_object(Bucket=BUCKET, Key=listed["Key"])["Metadata"]
+        for listed in client.list_objects_v2(Bucket=BUCKET, Prefix="clients/").get("Contents", []):
+            metadata = client.head_object(Bucket=BUCKET, Key=listed["Key"])["Metadata"]
             if metadata.get("marker") == marker:
                 return metadata
         assert time.monotonic() < deadline, f"no sample with marker {marker} in s3://{BUCKET}/clients/"

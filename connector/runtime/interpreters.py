@@ -13,7 +13,6 @@ import functools
 import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Tuple
@@ -48,11 +47,6 @@ def is_supported(version: Tuple[int, ...]) -> bool:
 
 def runtime_name(version: Tuple[int, ...]) -> str:
     return f"python{version[0]}.{version[1]}"
-
-
-def own_interpreter() -> Interpreter:
-    """The Python that runs this runtime (with its installed packages)."""
-    return Interpreter(runtime_name(sys.version_info), sys.executable, tuple(sys.version_info[:3]))
 
 
 def probe(path: str) -> Tuple[int, int, int]:

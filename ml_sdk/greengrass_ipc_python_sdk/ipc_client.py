@@ -158,10 +158,11 @@ def _server_error_text(body):
     return text[:1000] + '...' if len(text) > 1000 else text
 
 
-def _raise(exception, cause):
-    """``raise exception from cause`` on every Python this module runs on."""
+def with_cause(exception, cause):
+    """``exception`` with ``cause`` as its ``__cause__``: ``raise with_cause(e, c)`` is ``raise e from c`` on every
+    Python this package runs on."""
     exception.__cause__ = cause
-    raise exception
+    return exception
 
 
 class IPCClient(object):
@@ -318,12 +319,13 @@ class IPCClient(object):
                     logger.debug('IPC connection to %s was dropped while idle (%s); reconnecting', where, error)
                     continue
                 if code == errno.ECONNREFUSED:
-                    _raise(IPCException('Greengrass runtime at {} is unreachable: {}'.format(where, error)), error)
+                    raise with_cause(IPCException('Greengrass runtime at {} is unreachable: {}'.format(where, error)),
+                                     error)
                 if dropped:
-                    _raise(IPCException('Connection to the Greengrass runtime at {} was closed during {} {}: {}'
-                                        .format(where, method, path, error)), error)
-                _raise(IPCException('IPC request {} {} to the Greengrass runtime at {} failed: {}'
-                                    .format(method, path, where, error)), error)
+                    raise with_cause(IPCException('Connection to the Greengrass runtime at {} was closed during {} '
+                                                 '{}: {}'.format(where, method, path, error)), error)
+                raise with_cause(IPCException('IPC request {} {} to the Greengrass runtime at {} failed: {}'
+                                             .format(method, path, where, error)), error)
             break
         logger.debug('IPC %s %s -> %d (%d bytes)', method, path, raw.status, len(response_body))
         if raw.status >= 400:

@@ -17,7 +17,7 @@ runtime exception comes as subclasses that say why (``GreengrassFunctionFailedEx
 import logging
 from collections import namedtuple
 
-from greengrass_ipc_python_sdk.ipc_client import IPCClient, IPCException
+from greengrass_ipc_python_sdk.ipc_client import IPCClient, IPCException, with_cause
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,6 @@ class GreengrassServiceMessage(namedtuple('GreengrassServiceMessage', ['context'
 GreengrassServiceCallOutput = namedtuple('GreengrassServiceCallOutput', ['response', 'error_response'])
 
 
-def _with_cause(exception, cause):
-    exception.__cause__ = cause  # `raise ... from cause` on every Python this module runs on
-    return exception
-
-
 class GreengrassServiceClient(object):
     """Invokes a service function synchronously over IPC and sorts the outcome into response/error/exception.
 
@@ -111,9 +106,9 @@ class GreengrassServiceClient(object):
             result = self._ipc.get_work_result(address, invocation_id)
         except IPCException as error:
             if error.status in _REFUSED_STATUSES:
-                raise _with_cause(GreengrassRequestRefusedException(error.error_message or str(error),
-                                                                    error.status), error)
-            raise _with_cause(GreengrassRuntimeException(str(error)), error)
+                raise with_cause(GreengrassRequestRefusedException(error.error_message or str(error),
+                                                                   error.status), error)
+            raise with_cause(GreengrassRuntimeException(str(error)), error)
         if not result.func_err:
             return GreengrassServiceCallOutput(GreengrassServiceMessage('', result.payload), None)
         if result.func_err == 'Handled':

@@ -2,7 +2,7 @@
 import os
 import re
 
-from greengrass_machine_learning_sdk.exception import MissingEnvironmentError
+from greengrass_machine_learning_sdk.exception import MissingEnvironmentError, chained
 
 # Service names, algorithm types and feedback config ids all become part of a function name.
 NAME_PATTERN = '^[a-zA-Z0-9][a-zA-Z0-9-]{1,62}$'
@@ -34,8 +34,8 @@ def check_payload(value, name):
     try:
         memoryview(value)
     except TypeError:
-        raise ValueError('"{}" must be bytes, bytearray, str or a readable file object, not {}.'.format(
-            name, type(value).__name__))
+        raise chained(ValueError('"{}" must be bytes, bytearray, str or a readable file object, not {}.'.format(
+            name, type(value).__name__)))
     return value
 
 

@@ -11,6 +11,15 @@ from greengrass_ipc_python_sdk.ipc_facade import GreengrassRuntimeException
 _TEXT = type(u'')
 
 
+def chained(exception, cause=None):
+    """``raise chained(e, c)`` is ``raise e from c`` (``from None`` without a cause) on Python 2 and 3 alike.
+
+    This SDK imports only what a real core's modules offer, so it keeps this one line of its own.
+    """
+    exception.__cause__ = cause
+    return exception
+
+
 def describe_error_response(error_response):
     """The reason a service gave: its errorMessage (with errorType when present) or the payload text."""
     text = str(error_response) if error_response is not None else ''

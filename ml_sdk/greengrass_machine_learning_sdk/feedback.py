@@ -11,7 +11,7 @@ from greengrass_ipc_python_sdk.ipc_facade import (GreengrassRuntimeException, Gr
                                                   GreengrassServiceMessage)
 from greengrass_machine_learning_sdk import arguments
 from greengrass_machine_learning_sdk.exception import (GreengrassDependencyException,  # noqa: F401 (re-exported)
-                                                       GreengrassFeedbackException)
+                                                       GreengrassFeedbackException, chained)
 from greengrass_machine_learning_sdk.interface_version import require_core_interface
 
 logger = logging.getLogger(__name__)
@@ -51,21 +51,13 @@ class Client(object):
         try:
             context_json = json.dumps(context)
         except (TypeError, ValueError) as error:
-            problem = error
-        else:
-            problem = None
-        if problem is not None:
-            raise ValueError('"ModelPrediction" and "Metadata" must be JSON-serialisable: {}'.format(problem))
+            raise chained(ValueError('"ModelPrediction" and "Metadata" must be JSON-serialisable: {}'.format(error)))
         client_context = base64.b64encode(context_json.encode('utf-8'))
 
         try:
             output = self._service.call(self._address, GreengrassServiceMessage(client_context, model_input))
         except GreengrassRuntimeException as error:
-            unreachable = GreengrassDependencyException(str(error))
-        else:
-            unreachable = None
-        if unreachable is not None:
-            raise unreachable
+            raise chained(GreengrassDependencyException(str(error)), error)
         if output.error_response is not None:
             raise GreengrassFeedbackException(output.error_response)
         logger.debug('Feedback sample for config %s accepted by %s', config_id, self._address)

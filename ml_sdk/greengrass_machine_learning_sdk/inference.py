@@ -12,7 +12,8 @@ import logging
 from greengrass_ipc_python_sdk.ipc_facade import (GreengrassRuntimeException, GreengrassServiceClient,
                                                   GreengrassServiceMessage)
 from greengrass_machine_learning_sdk import arguments
-from greengrass_machine_learning_sdk.exception import GreengrassDependencyException, GreengrassInferenceException
+from greengrass_machine_learning_sdk.exception import (GreengrassDependencyException, GreengrassInferenceException,
+                                                       chained)
 from greengrass_machine_learning_sdk.interface_version import require_core_interface
 from greengrass_machine_learning_sdk.streaming_body import StreamingBody
 
@@ -68,11 +69,7 @@ class Client(object):
             output = self._service.call(address, GreengrassServiceMessage(client_context, body))
         except GreengrassRuntimeException as error:
             failure = GreengrassInferenceException if _is_request_failure(error) else GreengrassDependencyException
-            raised = failure(str(error))
-        else:
-            raised = None
-        if raised is not None:  # raised here, outside the except block: one traceback, not a chain
-            raise raised
+            raise chained(failure(str(error)), error)
         if output.error_response is not None:
             raise GreengrassInferenceException(output.error_response)
         return _parse_response(address, output.response.payload)
@@ -82,12 +79,11 @@ def _parse_response(address, payload):
     try:
         response = json.loads(payload.decode('utf-8') if isinstance(payload, bytes) else payload)
     except ValueError as error:
-        problem = 'Inference service {} answered with something that is not JSON: {}'.format(address, error)
-    else:
-        problem = None if isinstance(response, dict) else \
-            'Inference service {} answered with JSON that is not an object.'.format(address)
-    if problem is not None:
-        raise GreengrassDependencyException(problem)
+        raise chained(GreengrassDependencyException('Inference service {} answered with something that is not '
+                                                    'JSON: {}'.format(address, error)))
+    if not isinstance(response, dict):
+        raise GreengrassDependencyException('Inference service {} answered with JSON that is not an object.'
+                                            .format(address))
     if 'Body' in response:
         body = response['Body']
         # The connector sends the body as JSON text; tolerate an already-decoded value by re-serialising it.

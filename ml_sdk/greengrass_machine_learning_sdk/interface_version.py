@@ -5,6 +5,7 @@ Checked when a client is built so the mismatch shows up at start-up, not on the 
 import os
 
 from greengrass_common.parse_version import parse_version
+from greengrass_machine_learning_sdk.exception import chained
 
 SDK_INTERFACE_VERSION = (1, 2)
 
@@ -19,11 +20,10 @@ def require_core_interface():
                          .format(needed))
     try:
         major, minor = parse_version(core_text)
-    except ValueError as error:  # raised outside the except block: no chained traceback on Python 3
-        problem = 'GGC_MAX_INTERFACE_VERSION is unreadable ({}).'.format(error)
-    else:
-        compatible = major == SDK_INTERFACE_VERSION[0] and minor >= SDK_INTERFACE_VERSION[1]
-        problem = None if compatible else 'the ML SDK needs Greengrass core interface {} (major {}, minor >= {}) ' \
-            'but the core offers {}.'.format(needed, SDK_INTERFACE_VERSION[0], SDK_INTERFACE_VERSION[1], core_text)
-    if problem is not None:
-        raise ValueError('Interface version incompatibility: ' + problem)
+    except ValueError as error:
+        raise chained(ValueError('Interface version incompatibility: GGC_MAX_INTERFACE_VERSION is unreadable ({}).'
+                                 .format(error)))
+    if major != SDK_INTERFACE_VERSION[0] or minor < SDK_INTERFACE_VERSION[1]:
+        raise ValueError('Interface version incompatibility: the ML SDK needs Greengrass core interface {} '
+                         '(major {}, minor >= {}) but the core offers {}.'
+                         .format(needed, SDK_INTERFACE_VERSION[0], SDK_INTERFACE_VERSION[1], core_text))
