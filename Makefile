@@ -39,9 +39,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.serving
 
 # The connector as a Lambda deployment package for a real Greengrass v1 group (handler:
-# connector.handler.function_handler). MXNet, numpy and OpenCV come from the device (install/).
+# connector.image_classification.handler.function_handler). MXNet, numpy and OpenCV come from the device (install/).
 lambda-zip: $(STAMP)
-	$(BIN)/python -m connector.packaging build/ggic-image-classification-lambda.zip
+	$(BIN)/python -m connector.devices.packaging build/ggic-image-classification-lambda.zip
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,16 +2,14 @@
 
 from glob import glob
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="ggic",
     version="0.1.0",
     description="AWS IoT Greengrass v1 ML Image Classification connector, reimplemented, with a local runtime",
     python_requires=">=3.8",
-    packages=[
-        "connector",
-        "connector.runtime",
+    packages=find_packages(include=["connector", "connector.*"]) + [
         "greengrass_machine_learning_sdk",
         "greengrass_common",
         "greengrass_ipc_python_sdk",
@@ -41,5 +39,5 @@ setup(
         # numpy 1.23 are pinned in install/constraints.txt.
         "onnx": ["onnx", "onnxruntime", "protobuf", "flatbuffers"],
     },
-    entry_points={"console_scripts": ["ggic = connector.cli:main"]},
+    entry_points={"console_scripts": ["ggic = connector.control.cli:main"]},
 )

@@ -28,8 +28,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     os.environ["GGIC_ENGINE_THREADS"] = str(args.threads)
 
-    from connector import artifact, imaging
-    from connector.model import ClassifierModel, resolve_input_shape
+    from connector.image_classification import artifact, imaging
+    from connector.image_classification.model import ClassifierModel, resolve_input_shape
 
     found = artifact.locate(args.model)
     shape = resolve_input_shape(found, None)

@@ -4,7 +4,7 @@ Why: the connector serves requests one at a time from a queue shared by all call
 answer back by invocation id. A routing or queueing bug shows up under concurrency as an answer that goes missing,
 reaches the wrong caller or arrives twice, which a classification accuracy figure would hide. So every request
 carries a different image from those in flight at the same time, each image's expected answer is the exact
-probability vector of a direct in-process MXNet forward (tests/material.py `ReferenceModel`: its own
+probability vector of a direct in-process MXNet forward (bench/material.py `ReferenceModel`: its own
 preprocessing, no connector code), and each answer is matched bit for bit against all expected vectors.
 
     python -m bench.load [--requests 10000] [--clients 16] [--json PATH] [--model digits]
@@ -85,9 +85,9 @@ def digits_images() -> List[Image]:
     """
     from sklearn.datasets import load_digits
 
+    from bench.material import DIGITS_MODEL, ReferenceModel
     from examples.models._artifact import artifact_files
     from examples.models.digits import digit_png
-    from tests.material import DIGITS_MODEL, ReferenceModel
 
     _, params, shapes = artifact_files(DIGITS_MODEL)
     epoch = int(params.stem.rsplit("-", 1)[1])
@@ -345,8 +345,8 @@ def run_load(requests: int = DEFAULT_REQUESTS, clients: int = DEFAULT_CLIENTS, m
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    from tests.ggic_runtime import GGICRuntime, connector_entry
-    from tests.material import DIGITS_MODEL
+    from bench.harness import GGICRuntime, connector_entry
+    from bench.material import DIGITS_MODEL
 
     started = time.monotonic()
     deadline = started + deadline_s

@@ -7,13 +7,13 @@ than the MXNet engine with the same top-1 and max |dp| <= 1e-4 on real photos.
 For two models, a ResNet-18 at 3x224x224 (random weights: `examples.models.resnet.save_random_model`) and the
 real EfficientNet-Lite0 (`examples.models.efficientnet_lite0.build`), this script
 
-1. converts the artifact to ONNX (`connector.onnx_model.convert`, a proposal not wired into the connector): see
+1. converts the artifact to ONNX (`connector.image_classification.onnx_model.convert`, a proposal not wired into the connector): see
    there for what MXNet 1.9.1's exporter gets wrong or leaves open (SoftmaxOutput fails to export, BatchNorm
    `fix_gamma` is ignored, weights are listed as graph inputs, the declared opset is not the one the operators
    were translated for);
-2. loads the MXNet engine exactly as the connector does (`connector.model.ClassifierModel`) and an ONNX Runtime
-   session on the CPU execution provider with the same thread count (`connector.model.engine_threads`);
-3. feeds both the same tensors (`connector.imaging.preprocess` of the real photos in `tests/material.py`) and
+2. loads the MXNet engine exactly as the connector does (`connector.image_classification.model.ClassifierModel`) and an ONNX Runtime
+   session on the CPU execution provider with the same thread count (`connector.image_classification.model.engine_threads`);
+3. feeds both the same tensors (`connector.image_classification.imaging.preprocess` of the real photos in `bench/material.py`) and
    compares the probability vectors: top-1 agreement and max |dp| over all classes and photos;
 4. times batch-1 `predict` (tensor in, probability vector out, conversions included, as a request pays them)
    of both engines in the same process, in alternating blocks of back-to-back requests with a rest between
@@ -46,9 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `tests` (a namespace package) and `examples` live at the repository root
     sys.path.insert(0, str(REPO))
 
-from connector.artifact import ModelArtifact, locate, read_model_shapes  # noqa: E402
-from connector.model import DEFAULT_IMAGE_SHAPE, InputShape, engine_threads, import_mxnet  # noqa: E402
-from connector.onnx_model import ONNX_OPSET, convert, onnx_session  # noqa: E402,F401
+from connector.image_classification.artifact import ModelArtifact, locate, read_model_shapes
+from connector.image_classification.model import DEFAULT_IMAGE_SHAPE, InputShape, engine_threads, import_mxnet
+from connector.image_classification.onnx_model import ONNX_OPSET, convert, onnx_session
 
 log = logging.getLogger("bench.onnx_engine")
 
@@ -116,9 +116,9 @@ def input_shape(artifact: ModelArtifact) -> InputShape:
 
 def measure(name: str, model_dir: Path, work: Path, threads: int, runs: int, warmup: int, spinning: bool,
             mx, block: int = 5) -> ModelResult:
-    from connector.imaging import preprocess
-    from connector.model import ClassifierModel
-    from tests.material import photos
+    from bench.material import photos
+    from connector.image_classification.imaging import preprocess
+    from connector.image_classification.model import ClassifierModel
 
     artifact = locate(model_dir)
     shape = input_shape(artifact)

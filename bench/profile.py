@@ -39,17 +39,23 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.load import RESULTS_DIR, _environment, offline_env  # noqa: E402
-from bench.serving import (BENCH_LIMIT_KB, SERVICE, _invoke_function, build_model, latency_summary,  # noqa: E402
-                           test_image)
+from bench.serving import (  # noqa: E402
+    BENCH_LIMIT_KB,
+    SERVICE,
+    _invoke_function,
+    build_model,
+    latency_summary,
+    test_image,
+)
 
 log = logging.getLogger("bench.profile")
 
 # A sample's stage: the first rule, in this order, that one of its frames matches ("function (file" text).
 STAGES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("engine (MXNet forward, ClassifierModel.predict)", ("ClassifierModel.predict (", "mxnet/")),
-    ("decode + preprocess (imaging.py)", ("connector/imaging.py",)),
+    ("decode + preprocess (imaging.py)", ("connector/image_classification/imaging.py",)),
     ("answer formatting (format_probabilities)", ("format_probabilities (",)),
-    ("worker pipe frames (frames.py)", ("connector/frames.py",)),
+    ("worker pipe frames (frames.py)", ("connector/image_classification/frames.py",)),
     ("memory watchdog", ("_watch_memory (",)),
     ("heartbeat", ("_heartbeat (",)),
     ("runtime HTTP server (ipc_server, http.server)", ("ipc_server.py", "http/server.py", "socketserver.py")),
@@ -71,7 +77,7 @@ def find_py_spy(explicit: Optional[str]) -> str:
 # --- reading py-spy's collapsed stacks ---------------------------------------------------------------------
 
 def process_label(frame: str) -> str:
-    """`process 123:"python -m connector.worker"` → `connector.worker`."""
+    """`process 123:"python -m connector.image_classification.worker"` → `connector.image_classification.worker`."""
     command = frame.split(":", 1)[1].strip('"')
     words = command.split()
     if "-m" in words and words.index("-m") + 1 < len(words):
@@ -161,7 +167,7 @@ def format_summary(summary: dict, latency: Dict[str, float]) -> str:
 
 def _model(name: str, directory: Path) -> Path:
     if name == "digits":
-        from tests.material import DIGITS_MODEL
+        from bench.material import DIGITS_MODEL
 
         return DIGITS_MODEL
     return build_model(name, directory)
@@ -182,7 +188,7 @@ def _finish(recorder: subprocess.Popen, output: Path, timeout_s: float) -> None:
 
 def run(model_name: str, seconds: int, rate_hz: int, workers: str, py_spy: str, out_dir: Path,
         stamp: str, warm_up: int = 30) -> dict:
-    from tests.ggic_runtime import GGICRuntime, connector_entry
+    from bench.harness import GGICRuntime, connector_entry
 
     env = offline_env(os.environ)
     with tempfile.TemporaryDirectory(prefix="ggic-profile-") as scratch:

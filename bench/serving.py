@@ -7,6 +7,9 @@ For each model (a random-weight ResNet-18 at 224×224 and the demo's EfficientNe
 * the service through `invoke_inference_service` with 1, 4 and 8 concurrent clients (p50/p99 latency, requests/s),
   in the default layout (1 worker with every core's engine threads) and with `--workers auto` (as many workers as
   the cores and the memory limit allow; measured once its layout is in place);
+* the same with `--connector-hosting lambda`: the connector in a Lambda function process of its own, reached over
+  the Lambda protocol, as a Greengrass core runs it (and as ggic did before it hosted connectors natively): what
+  the seam between the core and the connector costs;
 * cold start: from launching `ggic run` to the first answer;
 * the peak RSS of the whole service (`ggic run` and every process under it).
 
@@ -37,7 +40,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.load import RESULTS_DIR, _environment, offline_env  # noqa: E402
-from connector.processes import rss_kb  # noqa: E402
+from connector.contract.processes import rss_kb
 
 log = logging.getLogger("bench.serving")
 
@@ -226,14 +229,15 @@ def clients_run(body: bytes, clients: int, settings: Settings) -> dict:
 
 
 def service(model: Path, image: Path, settings: Settings, env: Dict[str, str], engine: str = "mxnet",
-            workers: Union[int, str] = 1) -> dict:
-    from tests.ggic_runtime import GGICRuntime, connector_entry
+            workers: Union[int, str] = 1, hosting: str = "native") -> dict:
+    from bench.harness import GGICRuntime, connector_entry
 
     body = image.read_bytes()
     with tempfile.TemporaryDirectory(prefix="ggic-bench-") as state:
         runtime = GGICRuntime(Path(state), [connector_entry(model, service_name=SERVICE, connector_id=SERVICE,
                                                             LocalInferenceServiceMemoryLimitKB=str(BENCH_LIMIT_KB))],
-                              base_env=env, run_args=["--engine", engine, "--workers", str(workers)])
+                              base_env=env, run_args=["--engine", engine, "--workers", str(workers),
+                                                      "--connector-hosting", hosting])
         if engine != "mxnet":  # convert once into the state's model cache, as a device's first start does;
             with runtime:      # the cold start measured below is then a restart's
                 pass
@@ -254,7 +258,7 @@ def service(model: Path, image: Path, settings: Settings, env: Dict[str, str], e
                         sequential.append(time.perf_counter() - began)
                     concurrent = {str(n): clients_run(body, n, settings) for n in CLIENT_COUNTS if n > 1}
                 rss.sample()
-            engine = runtime.connector_status()["supervisor"]
+            engine = runtime.connector_status()["supervisor"] or {}  # none when hosted as a Lambda process
         finally:
             runtime.stop()
     return {"cold_start_s": round(first_answer_s, 3), "latency_1_client": latency_summary(sequential),
@@ -341,7 +345,8 @@ def format_table(report: dict) -> str:
         lines.append(f"{name:<20}bare layouts (processes x threads): {layouts}; best {bare['best_layout']}")
         lines.append(f"{name:<20}cold start {served['cold_start_s']:.2f} s, peak RSS {served['peak_rss_mb']:.0f} MB "
                      f"(worker {served['worker_rss_mb']:.0f} MB)")
-        for key, label in (("service_auto", "--workers auto"), ("service_onnxruntime", "--engine onnxruntime")):
+        for key, label in (("service_auto", "--workers auto"), ("service_lambda", "--connector-hosting lambda"),
+                           ("service_onnxruntime", "--engine onnxruntime")):
             if entry.get(key):
                 lines.append(f"{name:<20}with {label}: {_variant_summary(entry[key], bare)}")
         for target, value in entry["targets"].items():
@@ -404,6 +409,8 @@ def run(models: Sequence[str], settings: Settings, engines: Sequence[str] = ("mx
                 log.info("%s: service with --workers auto", name)
                 entry["service_auto"] = service(model, image, settings, env, workers="auto")
             entry["targets"] = targets(bare, served, name, entry.get("service_auto"))
+            log.info("%s: service with --connector-hosting lambda (the Lambda-protocol hop)", name)
+            entry["service_lambda"] = service(model, image, settings, env, hosting="lambda")
             if "onnxruntime" in engines:
                 log.info("%s: service with ONNX Runtime", name)
                 entry["service_onnxruntime"] = service(model, image, settings, env, "onnxruntime")

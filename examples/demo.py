@@ -26,7 +26,7 @@ from examples.models.efficientnet_lite0 import build, imagenet_labels  # noqa: E
 
 WORK = REPO / "build" / "demo"
 STATE = WORK / "state"
-GGIC = [sys.executable, "-m", "connector.cli"]
+GGIC = [sys.executable, "-m", "connector.control.cli"]
 LAMBDA = REPO / "examples" / "image_classification_lambda.py"
 
 

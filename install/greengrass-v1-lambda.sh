@@ -2,7 +2,7 @@
 # Deploy the connector into a real Greengrass v1 group as a long-lived (pinned) Lambda, with the AWS CLI.
 #
 # What AWS's connector was, we rebuild from parts: a Lambda function (the `make lambda-zip` package, handler
-# connector.handler.function_handler) published under an alias; a function definition that pins it, gives it binary
+# connector.image_classification.handler.function_handler) published under an alias; a function definition that pins it, gives it binary
 # input encoding, the connector parameters as environment variables, and memory and timeout to match; and a
 # resource definition holding the ML resource (the SageMaker training job's model at MLModelDestinationPath) and the
 # device's /opt/ggic (the virtual environment install/<platform>.sh made, where MXNet lives).
@@ -145,7 +145,7 @@ say "wrote $OUT/function-definition-version.json and $OUT/resource-definition-ve
 export AWS_DEFAULT_REGION=$REGION
 if ((DRY_RUN)) || ! aws lambda get-function --function-name "$FUNCTION_NAME" >/dev/null 2>&1; then
     run aws lambda create-function --function-name "$FUNCTION_NAME" --runtime "$RUNTIME" \
-        --handler connector.handler.function_handler --role "$ROLE_ARN" --zip-file "fileb://$ZIP" \
+        --handler connector.image_classification.handler.function_handler --role "$ROLE_ARN" --zip-file "fileb://$ZIP" \
         --timeout "$((TIMEOUT_S + 5))" --memory-size 512
 else
     run aws lambda update-function-code --function-name "$FUNCTION_NAME" --zip-file "fileb://$ZIP"

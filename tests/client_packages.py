@@ -40,7 +40,7 @@ def numpy_dir(runtime: str) -> Path:
 
 def interpreter(runtime: str):
     """The Interpreter for `runtime`, or the reason there is none (a str)."""
-    from connector.runtime.interpreters import InterpreterNotFoundError, resolve
+    from connector.core.interpreters import InterpreterNotFoundError, resolve
 
     try:
         return resolve(runtime)

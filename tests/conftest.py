@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from material import DIGITS_MODEL, REPO
+from bench.material import DIGITS_MODEL, REPO
 
 sys.path.insert(0, str(REPO))
 from bench.load import offline_env  # noqa: E402  (the same clean environment the load bench gives its runtime)

@@ -1,4 +1,4 @@
-"""Training jobs and their model artifacts on a real moto_server, for the fetch-model and group deployment tests.
+"""AWS on a real moto_server for the tests: boto3 clients, training jobs and their model artifacts.
 
 moto creates a job with the AlgorithmSpecification and HyperParameters it is given and reports it `Completed`
 at once; it does not write the artifact, so `create_job` uploads one where moto says it is
@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 import boto3
 
-from material import DIGITS_MODEL
+from bench.material import DIGITS_MODEL
 
 IC_IMAGE = "433757028032.dkr.ecr.us-west-2.amazonaws.com/image-classification:1"
 XGBOOST_IMAGE = "246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-xgboost:1.7-1"
@@ -31,10 +31,14 @@ def aws_env(endpoint: str) -> Dict[str, str]:
     return dict(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
 
 
+def client(service: str, endpoint: str):
+    """A boto3 client of moto_server at `endpoint`, with the tests' region and credentials."""
+    return boto3.client(service, endpoint_url=endpoint, region_name=CREDENTIALS["AWS_REGION"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
 def clients(endpoint: str):
-    kwargs = dict(endpoint_url=endpoint, region_name="us-west-2", aws_access_key_id="testing",
-                  aws_secret_access_key="testing")
-    return boto3.client("sagemaker", **kwargs), boto3.client("s3", **kwargs)
+    return client("sagemaker", endpoint), client("s3", endpoint)
 
 
 def create_job(endpoint: str, name: str, artifact: Optional[bytes], image: str = IC_IMAGE,

@@ -1,4 +1,4 @@
-"""Tests of finding, extracting and reading the SageMaker model artifact (connector.artifact)."""
+"""Tests of finding, extracting and reading the SageMaker model artifact (connector.image_classification.artifact)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from connector import artifact
-from connector.errors import ModelArtifactError, UnsafeArchiveError
-from material import DIGITS_ARCHIVE, DIGITS_MODEL
+from bench.material import DIGITS_ARCHIVE, DIGITS_MODEL
+from connector.image_classification import artifact
+from connector.image_classification.errors import ModelArtifactError, UnsafeArchiveError
 
 SYMBOL = "image-classification-symbol.json"
 PARAMS = "image-classification-0006.params"
@@ -445,7 +445,7 @@ def test_read_model_shapes_entry_without_name_counts_as_data(tmp_path):
 ], ids=lambda c: repr(c)[:40])
 def test_read_model_shapes_returns_none_for_bad_content(tmp_path, content, caplog):
     path = write(tmp_path, content)
-    with caplog.at_level("WARNING", logger="connector.artifact"):
+    with caplog.at_level("WARNING", logger="connector.image_classification.artifact"):
         assert artifact.read_model_shapes(path) is None
     assert str(path) in caplog.text
 

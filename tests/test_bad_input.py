@@ -15,10 +15,10 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 
-from connector import imaging
-from connector.errors import RequestError
-from ggic_runtime import GGICRuntime, connector_entry
-from material import REPO, ReferenceModel, photos, reference_tensor
+from bench.harness import GGICRuntime, connector_entry
+from bench.material import REPO, ReferenceModel, photos, reference_tensor
+from connector.image_classification import imaging
+from connector.image_classification.errors import RequestError
 
 CORPUS = REPO / "tests" / "data" / "bad-input"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())["cases"]

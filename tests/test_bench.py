@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.material import REPO
 from bench.profile import format_summary, parse_collapsed, stage_of, summarize
-from material import REPO
 
 
 def test_bench_serving_runs_and_writes_the_table_json_and_plot(tmp_path):
@@ -42,10 +42,10 @@ def test_bench_serving_runs_and_writes_the_table_json_and_plot(tmp_path):
 # --- bench/profile.py ------------------------------------------------------------------------------------------
 
 COLLAPSED = """\
-process 10:"python -m connector.cli run";Thread.run (threading.py:971);_Handler._send (connector/runtime/ipc_server.py:192) 30
-process 10:"python -m connector.cli run";process 11:"python -m connector.runtime.lambda_runtime";serve (connector/runtime/lambda_runtime.py:113);InferenceSupervisor.infer (connector/supervisor.py:300);write_frame (connector/frames.py:25) 10
-process 10:"python -m connector.cli run";process 11:"python -m connector.runtime.lambda_runtime";process 12:"python -m connector.worker";_serve (connector/worker.py:63);ImageClassificationService.handle (connector/service.py:95);ClassifierModel.predict (connector/model.py:140);Executor.forward (mxnet/executor.py:115) 50
-process 10:"python -m connector.cli run";process 11:"python -m connector.runtime.lambda_runtime";process 12:"python -m connector.worker";_serve (connector/worker.py:63);ImageClassificationService.postprocess (connector/service.py:92);format_probabilities (connector/service.py:40) 10
+process 10:"python -m connector.control.cli run";Thread.run (threading.py:971);_Handler._send (connector/core/ipc_server.py:192) 30
+process 10:"python -m connector.control.cli run";process 11:"python -m connector.core.lambda_runtime";serve (connector/core/lambda_runtime.py:113);InferenceSupervisor.infer (connector/image_classification/supervisor.py:300);write_frame (connector/image_classification/frames.py:25) 10
+process 10:"python -m connector.control.cli run";process 11:"python -m connector.core.lambda_runtime";process 12:"python -m connector.image_classification.worker";_serve (connector/image_classification/worker.py:63);ImageClassificationService.handle (connector/image_classification/service.py:95);ClassifierModel.predict (connector/image_classification/model.py:140);Executor.forward (mxnet/executor.py:115) 50
+process 10:"python -m connector.control.cli run";process 11:"python -m connector.core.lambda_runtime";process 12:"python -m connector.image_classification.worker";_serve (connector/image_classification/worker.py:63);ImageClassificationService.postprocess (connector/image_classification/service.py:92);format_probabilities (connector/image_classification/service.py:40) 10
 """
 
 
@@ -55,19 +55,19 @@ def test_profile_summary_attributes_samples_to_processes_and_stages():
                                "client (ML SDK)")
     summary = summarize(samples, rate_hz=100, requests=10)
     assert summary["samples"] == 120
-    assert summary["processes"]["connector.worker"] == {"samples": 60, "share": 0.5, "ms_per_request": 60.0}
-    assert set(summary["processes"]) == {"connector.cli", "connector.runtime.lambda_runtime", "connector.worker",
+    assert summary["processes"]["connector.image_classification.worker"] == {"samples": 60, "share": 0.5, "ms_per_request": 60.0}
+    assert set(summary["processes"]) == {"connector.control.cli", "connector.core.lambda_runtime", "connector.image_classification.worker",
                                          "client (ML SDK)"}
     stages = {name: value["samples"] for name, value in summary["stages"].items()}
     assert stages == {"engine (MXNet forward, ClassifierModel.predict)": 50,
                       "runtime HTTP server (ipc_server, http.server)": 30,
                       "HTTP clients (IPC SDK, http.client)": 20, "worker pipe frames (frames.py)": 10,
                       "answer formatting (format_probabilities)": 10}
-    assert summary["top_self"][0] == {"process": "connector.worker", "frame": "Executor.forward (executor.py)",
+    assert summary["top_self"][0] == {"process": "connector.image_classification.worker", "frame": "Executor.forward (executor.py)",
                                       "samples": 50, "share": round(50 / 120, 4), "ms_per_request": 50.0}
     assert stage_of(["something (elsewhere.py:1)"]) == "other"
     text = format_summary(summary, {"p50_ms": 12.5})
-    assert "connector.worker" in text and "answer formatting" in text and "p50 12.50 ms" in text
+    assert "connector.image_classification.worker" in text and "answer formatting" in text and "p50 12.50 ms" in text
 
 
 PY_SPY = shutil.which("py-spy") or next((p for p in ["/tmp/prof/bin/py-spy"] if Path(p).is_file()), None)
@@ -84,6 +84,6 @@ def test_bench_profile_runs_and_writes_the_stacks_and_summary(tmp_path):
     assert result.returncode == 0, output[-3000:]
     report = json.loads(next(tmp_path.glob("profile-*.json")).read_text())
     assert report["latency"]["n"] > 0 and report["summary"]["samples"] > 0
-    assert "connector.worker" in report["summary"]["processes"]
+    assert "connector.image_classification.worker" in report["summary"]["processes"]
     assert Path(report["raw"]["service"]).stat().st_size > 0
     assert "stage" in result.stdout.decode()

@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 
-from ggic_runtime import GGICRuntime, connector_entry, ggic
-from material import REPO
+from bench.harness import GGICRuntime, connector_entry, ggic
+from bench.material import REPO
 
 DOC_EXAMPLE = ('{ "Connectors": [ { "Id": "MyImageClassificationConnector", "ConnectorArn": '
                '"arn:aws:greengrass:region::/connectors/ImageClassificationARMv7/versions/2", "Parameters": { '
@@ -128,7 +128,7 @@ def test_a_missing_model_fails_the_start_with_the_reason(tmp_path):
 
 def test_eval_ggic_env_makes_a_shell_process_a_lambda_of_the_runtime(tmp_path, digits_model):
     with GGICRuntime(tmp_path / "state", [connector_entry(digits_model, service_name="digits")]) as rt:
-        script = (f'eval "$({sys.executable} -m connector.cli env --state-dir {rt.state_dir})" && '
+        script = (f'eval "$({sys.executable} -m connector.control.cli env --state-dir {rt.state_dir})" && '
                   f'{sys.executable} -c "import os; print(os.environ[\'MY_FUNCTION_ARN\'], '
                   f'os.environ[\'GG_DAEMON_PORT\'])"')
         result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -165,22 +165,25 @@ def test_gpu_acceleration_serves_on_the_gpu_when_there_is_one(tmp_path, digits_m
 
 def test_lambda_zip_deploys_an_importable_working_handler(tmp_path, digits_model):
     archive = tmp_path / "connector.zip"
-    result = subprocess.run([sys.executable, "-m", "connector.packaging", str(archive)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "connector.devices.packaging", str(archive)], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     names = zipfile.ZipFile(archive).namelist()
-    assert "connector/handler.py" in names and "schemas/image-classification-v2.schema.json" in names
-    # Exactly the connector's modules, the ML SDK (for feedback) and the schemas: nothing compiled, no tests.
-    expected = {p.relative_to(REPO).as_posix() for p in (REPO / "connector").rglob("*.py")
-                if "__pycache__" not in p.parts}
+    assert "connector/image_classification/handler.py" in names and "schemas/image-classification-v2.schema.json" in names
+    # Exactly what the connector needs on a core (its package, the contract), the ML SDK (for feedback) and the
+    # schemas: nothing compiled, no tests, nothing of our runtime, control plane or device tools.
+    expected = {"connector/__init__.py"} | {p.relative_to(REPO).as_posix() for package in ("contract",
+                                                                                          "image_classification")
+                                            for p in (REPO / "connector" / package).glob("*.py")}
     expected |= {f"greengrass_machine_learning_sdk/{p.name}"
                  for p in (REPO / "ml_sdk" / "greengrass_machine_learning_sdk").glob("*.py")}
     expected |= {f"schemas/{p.name}" for p in (REPO / "schemas").glob("*.json")}
     assert set(names) == expected and len(names) == len(expected)
-    assert {"connector/doctor.py", "connector/platforms.py", "connector/runtime/runtime.py"} <= set(names)
+    assert not [name for name in names if name.startswith(("connector/core/", "connector/control/",
+                                                            "connector/devices/", "connector/feedback/"))]
     probe = (
         "import sys, types, json\n"
-        "import connector.handler as h\n"
+        "import connector.image_classification.handler as h\n"
         "assert h.__file__.startswith(sys.argv[1]), h.__file__\n"
         "from examples.models.digits import digit_png\n"
         "from sklearn.datasets import load_digits\n"
@@ -188,6 +191,8 @@ def test_lambda_zip_deploys_an_importable_working_handler(tmp_path, digits_model
         "ctx = types.SimpleNamespace(client_context=types.SimpleNamespace(custom={'Content-Type': 'image/png'}),"
         " aws_request_id='r1')\n"
         "answer = h.function_handler(digit_png(d.images[0]), ctx)\n"
+        "assert not [m for m in sys.modules if m.startswith(('connector.core', 'connector.control', "
+        "'connector.devices', 'connector.feedback'))], sorted(sys.modules)\n"
         "print(json.dumps(answer))\n")
     # Greengrass unpacks a Lambda's deployment package into a directory of its own and imports from there.
     deployed = tmp_path / "deployment" / "lambda"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from bench.harness import GGICRuntime, connector_entry
+from bench.material import DIGITS_ARCHIVE
 from examples.models.digits import digit_png, split
-from ggic_runtime import GGICRuntime, connector_entry
-from material import DIGITS_ARCHIVE
 
 
 def classify(ml, service: str, png: bytes) -> int:

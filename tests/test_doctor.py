@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from connector import doctor
-from connector.elf import ElfError, newest_of_family, read_elf
-from ggic_runtime import ggic
-from material import REPO
+from bench.harness import ggic
+from bench.material import REPO
+from connector.devices import doctor
+from connector.devices.elf import ElfError, newest_of_family, read_elf
 
 x86_64_glibc = pytest.mark.skipif(platform.machine() != "x86_64" or not shutil.which("ldconfig"),
                                   reason="these checks copy this machine's x86_64 glibc libraries")

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from ggic_runtime import GGICRuntime, connector_entry, ggic
-from material import REPO, ReferenceModel, as_jpeg, photo_files, photos
+from bench.harness import GGICRuntime, connector_entry, ggic
+from bench.material import REPO, ReferenceModel, as_jpeg, photo_files, photos
 
 LAMBDAS = REPO / "tests" / "lambdas"
 CONNECTOR_ARN = "arn:aws:lambda:us-west-2:aws:function:GG-ML-INF-image-classification-imageClassification"

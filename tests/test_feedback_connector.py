@@ -15,14 +15,13 @@ import sys
 import time
 from typing import Dict, List
 
-import boto3
 import pytest
 
+from bench.harness import GGICRuntime, connector_entry
+from bench.material import REPO
 from delaying_proxy import DelayingProxy
-from ggic_runtime import GGICRuntime, connector_entry
-from material import REPO
 from mosquitto import Subscriber
-from sagemaker_jobs import aws_env
+from sagemaker_jobs import aws_env, client
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,7 @@ def feedback_connector(configurations: Dict[str, dict] = CONFIGURATIONS, request
 
 
 def s3(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
-                        aws_secret_access_key="testing")
+    return client("s3", endpoint)
 
 
 def ensure_bucket(endpoint: str) -> None:

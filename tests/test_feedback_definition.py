@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from connector import parameters as P
-from connector.platforms import check_connector_platforms
+from connector.contract import catalog, problems
+from connector.control import connector_definitions
+from connector.devices.platforms import check_connector_platforms
 
 FEEDBACK = "arn:aws:greengrass:us-west-2::/connectors/MLFeedback/versions/1"
 X86_V1 = "arn:aws:greengrass:us-west-2::/connectors/ImageClassificationx86-64/versions/1"
@@ -44,30 +45,30 @@ def definition(*connectors):
 
 
 def details_of(body):
-    with pytest.raises(P.BadRequestError) as info:
-        P.validate_connector_definition(body)
+    with pytest.raises(problems.BadRequestError) as info:
+        connector_definitions.validate_connector_definition(body)
     return info.value.error_details
 
 
 def test_the_documented_feedback_connector_with_a_classifier_that_uses_it_is_accepted():
-    body, warnings = P.validate_connector_definition(definition(
+    body, warnings = connector_definitions.validate_connector_definition(definition(
         feedback(RequestLimit="10"), classifier(MLFeedbackConnectorConfigId="LeastConfidence")))
     assert [c["Id"] for c in body["InitialVersion"]["Connectors"]] == ["MyFeedback", "MyClassifier"]
     assert not any("platform" in warning for warning in warnings)  # ML Feedback runs on any platform
 
 
 def test_the_feedback_connector_is_hosted_as_the_documented_function():
-    spec = P.connector_spec(FEEDBACK)
+    spec = catalog.connector_spec(FEEDBACK)
     assert (spec.name, spec.version, spec.platform, spec.is_feedback) == ("MLFeedback", 1, "any", True)
     assert spec.function_arn({}, "eu-west-1") == "arn:aws:lambda:eu-west-1:aws:function:MLFeedback"
     assert spec.handler == "connector.feedback.handler.function_handler"
-    assert not P.connector_spec(X86_V2).is_feedback
+    assert not catalog.connector_spec(X86_V2).is_feedback
     assert check_connector_platforms([("MyFeedback", "MLFeedback", "any")], machine="armv7l") == []
 
 
 def test_a_config_id_the_feedback_connector_does_not_define_is_refused_naming_the_ones_it_does():
     details = details_of(definition(feedback(), classifier(MLFeedbackConnectorConfigId="Entropy")))
-    assert [d["DetailedErrorCode"] for d in details] == [P.UNKNOWN_FEEDBACK_CONFIG_ID]
+    assert [d["DetailedErrorCode"] for d in details] == [problems.UNKNOWN_FEEDBACK_CONFIG_ID]
     message = details[0]["DetailedErrorMessage"]
     assert "'MyClassifier'" in message and "'Entropy'" in message and "'MyFeedback'" in message
     assert "LeastConfidence, RandomSamplingConfiguration" in message
@@ -75,36 +76,42 @@ def test_a_config_id_the_feedback_connector_does_not_define_is_refused_naming_th
 
 def test_a_config_id_without_any_feedback_connector_is_refused():
     details = details_of(definition(classifier(MLFeedbackConnectorConfigId="LeastConfidence")))
-    assert [d["DetailedErrorCode"] for d in details] == [P.UNKNOWN_FEEDBACK_CONFIG_ID]
+    assert [d["DetailedErrorCode"] for d in details] == [problems.UNKNOWN_FEEDBACK_CONFIG_ID]
     assert "this definition has none" in details[0]["DetailedErrorMessage"]
     assert "connectors/MLFeedback/versions/1" in details[0]["DetailedErrorMessage"]
 
 
 def test_an_empty_config_id_means_no_feedback_and_needs_no_feedback_connector():
-    P.validate_connector_definition(definition(classifier(MLFeedbackConnectorConfigId="")))
+    normalised, warnings = connector_definitions.validate_connector_definition(
+        definition(classifier(MLFeedbackConnectorConfigId="")))
+    assert warnings == []
+    assert normalised["InitialVersion"]["Connectors"][0]["Parameters"]["MLFeedbackConnectorConfigId"] == ""
+    # The same definition with a config id is refused: it has no ML Feedback connector to name it.
+    details = details_of(definition(classifier(MLFeedbackConnectorConfigId="LeastConfidence")))
+    assert [d["DetailedErrorCode"] for d in details] == [problems.UNKNOWN_FEEDBACK_CONFIG_ID]
 
 
 def test_version_1_has_no_feedback_parameter():
     details = details_of(definition(feedback(), classifier(X86_V1, MLFeedbackConnectorConfigId="LeastConfidence")))
-    assert [d["DetailedErrorCode"] for d in details] == [P.UNKNOWN_PARAMETER]
+    assert [d["DetailedErrorCode"] for d in details] == [problems.UNKNOWN_PARAMETER]
 
 
 def test_a_bad_configuration_map_is_refused_with_the_definition_naming_the_config_and_field():
     bad = dict(MAP, Broken={"s3-bucket-name": "UPPER_CASE", "content-type": "image/png"})
     details = details_of(definition(feedback(bad), classifier(MLFeedbackConnectorConfigId="LeastConfidence")))
-    assert {d["DetailedErrorCode"] for d in details} == {P.INVALID_PARAMETER_VALUE}
+    assert {d["DetailedErrorCode"] for d in details} == {problems.INVALID_PARAMETER_VALUE}
     text = " ".join(d["DetailedErrorMessage"] for d in details)
     assert "FeedbackConfigurationMap" in text and "Broken" in text and "s3-bucket-name" in text
     # The classifier's reference is not reported on top of the broken map it points into.
-    assert P.UNKNOWN_FEEDBACK_CONFIG_ID not in [d["DetailedErrorCode"] for d in details]
+    assert problems.UNKNOWN_FEEDBACK_CONFIG_ID not in [d["DetailedErrorCode"] for d in details]
 
 
 @pytest.mark.parametrize("parameters, code", [
-    ({}, P.MISSING_REQUIRED_PARAMETER),
-    ({"FeedbackConfigurationMap": "{not json"}, P.INVALID_PARAMETER_VALUE),
-    ({"FeedbackConfigurationMap": json.dumps(MAP), "RequestLimit": "1000"}, P.INVALID_PARAMETER_VALUE),
-    ({"FeedbackConfigurationMap": json.dumps(MAP), "RequestLimit": "-1"}, P.INVALID_PARAMETER_VALUE),
-    ({"FeedbackConfigurationMap": json.dumps(MAP), "LocalInferenceServiceName": "x"}, P.UNKNOWN_PARAMETER),
+    ({}, problems.MISSING_REQUIRED_PARAMETER),
+    ({"FeedbackConfigurationMap": "{not json"}, problems.INVALID_PARAMETER_VALUE),
+    ({"FeedbackConfigurationMap": json.dumps(MAP), "RequestLimit": "1000"}, problems.INVALID_PARAMETER_VALUE),
+    ({"FeedbackConfigurationMap": json.dumps(MAP), "RequestLimit": "-1"}, problems.INVALID_PARAMETER_VALUE),
+    ({"FeedbackConfigurationMap": json.dumps(MAP), "LocalInferenceServiceName": "x"}, problems.UNKNOWN_PARAMETER),
 ])
 def test_feedback_connector_parameter_problems(parameters, code):
     body = definition({"Id": "MyFeedback", "ConnectorArn": FEEDBACK, "Parameters": parameters})
@@ -114,4 +121,4 @@ def test_feedback_connector_parameter_problems(parameters, code):
 def test_two_feedback_connectors_are_refused():
     second = dict(feedback(), Id="Other")
     details = details_of(definition(feedback(), second))
-    assert [d["DetailedErrorCode"] for d in details] == [P.DUPLICATE_CONNECTOR]
+    assert [d["DetailedErrorCode"] for d in details] == [problems.DUPLICATE_CONNECTOR]

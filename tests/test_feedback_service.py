@@ -10,13 +10,13 @@ import re
 import threading
 import uuid
 
-import boto3
 import pytest
 
 from connector.feedback import messages as M
 from connector.feedback import service as SV
 from connector.feedback.configuration import FeedbackConfig, parse_configuration_map
 from connector.feedback.sampling import LeastConfidence, RandomSampling
+from sagemaker_jobs import client
 
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 WAIT = 60  # seconds; generous for busy machines, only ever reached when something is broken
@@ -72,8 +72,7 @@ class NoS3:
 
 @pytest.fixture
 def s3(moto_endpoint):
-    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-west-2",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return client("s3", moto_endpoint)
 
 
 @pytest.fixture

@@ -15,11 +15,21 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from bench.harness import GGICRuntime, connector_entry, ggic
+from bench.material import DIGITS_ARCHIVE
 from examples.models.digits import digit_png, split
-from ggic_runtime import GGICRuntime, connector_entry, ggic
-from material import DIGITS_ARCHIVE
-from sagemaker_jobs import (PARAMS, SYMBOL, XGBOOST_IMAGE, aws_env, create_job, digits_files, head_etag, set_status,
-                            tar_gz, upload)
+from sagemaker_jobs import (
+    PARAMS,
+    SYMBOL,
+    XGBOOST_IMAGE,
+    aws_env,
+    create_job,
+    digits_files,
+    head_etag,
+    set_status,
+    tar_gz,
+    upload,
+)
 
 SERVICE = "GG-ML-INF-image-classification-imageClassification"
 
@@ -182,7 +192,7 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
 def test_a_bad_archive_leaves_the_previous_model_in_place(tmp_path, moto_endpoint, digits_job, monkeypatch, kind):
-    from connector.fetch_model import FetchModelError, fetch_model
+    from connector.control.fetch_model import FetchModelError, fetch_model
 
     for name, value in aws_env(moto_endpoint).items():
         monkeypatch.setenv(name, value)
@@ -218,7 +228,7 @@ def test_without_credentials_the_reason_is_given(tmp_path, digits_job):
 
 
 def test_the_progress_bar_on_a_terminal():
-    from connector.fetch_model import LogProgress, ProgressBar, progress_for
+    from connector.control.fetch_model import LogProgress, ProgressBar, progress_for
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

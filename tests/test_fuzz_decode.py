@@ -1,4 +1,4 @@
-"""A hypothesis fuzz of the request decode path (`connector.imaging.preprocess`) with mutated real JPEGs and PNGs.
+"""A hypothesis fuzz of the request decode path (`connector.image_classification.imaging.preprocess`) with mutated real JPEGs and PNGs.
 
 Every input must either give a float32 tensor of the model's shape or raise a `RequestError`: any other exception,
 or a native crash in OpenCV/libjpeg/libpng, is a bug that would take the inference worker down. The fuzz loop runs
@@ -132,8 +132,8 @@ def fuzz(examples: int, last_input: Path) -> Dict[str, object]:
     import numpy as np
     from hypothesis import HealthCheck, given, settings
 
-    from connector import imaging
-    from connector.errors import ImageTooLargeError, RequestError
+    from connector.image_classification import imaging
+    from connector.image_classification.errors import ImageTooLargeError, RequestError
 
     outcomes: Counter = Counter()
     digest = hashlib.sha256()

@@ -19,10 +19,11 @@ import yaml
 from botocore.validate import ParamValidator
 from jsonschema import Draft202012Validator
 
-from connector import parameters as P
-from connector.platforms import machine_platform
-from ggic_runtime import ggic
-from material import REPO
+from bench.harness import ggic
+from bench.material import REPO
+from connector.contract import schemas
+from connector.control import connector_definitions
+from connector.devices.platforms import machine_platform
 
 RECIPE = REPO / "install" / "greengrass-v2" / "recipe.yaml"
 SCHEMA = json.loads((REPO / "schemas" / "greengrass-v2-recipe.schema.json").read_text())
@@ -62,7 +63,7 @@ def test_the_schema_rejects_broken_recipes(break_it, where):
 
 
 def test_each_manifest_installs_and_runs_the_connector_of_its_architecture():
-    catalog = {entry["name"]: entry["platform"] for entry in P._load_json("connectors.json")["connectors"]}
+    catalog = {entry["name"]: entry["platform"] for entry in schemas.load_json("connectors.json")["connectors"]}
     seen = set()
     for manifest in recipe()["Manifests"]:
         architecture = manifest["Platform"]["architecture"]
@@ -79,7 +80,7 @@ def test_each_manifest_installs_and_runs_the_connector_of_its_architecture():
     assert seen == set(ARCHITECTURES)
     defaults = recipe()["ComponentConfiguration"]["DefaultConfiguration"]
     arn = "arn:aws:greengrass:us-west-2::/connectors/ImageClassificationx86-64/versions/2"
-    assert P.validate_parameters("default", arn, defaults["Parameters"]) == []
+    assert connector_definitions.validate_parameters("default", arn, defaults["Parameters"]) == []
 
 
 def interpolate(script: str, variables: dict, configuration: dict) -> str:
@@ -120,8 +121,9 @@ def test_the_recipe_run_step_serves_inferences_like_a_nucleus_would_run_it(tmp_p
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        from examples.models.digits import digit_png
         from sklearn.datasets import load_digits
+
+        from examples.models.digits import digit_png
 
         image = tmp_path / "digit.png"
         image.write_bytes(digit_png(load_digits().images[0]))
@@ -143,7 +145,7 @@ def test_the_recipe_run_step_serves_inferences_like_a_nucleus_would_run_it(tmp_p
 def v1_dry_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("greengrass-v1")
     package = tmp / "connector.zip"
-    subprocess.run([sys.executable, "-m", "connector.packaging", str(package)], cwd=REPO, check=True,
+    subprocess.run([sys.executable, "-m", "connector.devices.packaging", str(package)], cwd=REPO, check=True,
                    capture_output=True)
     out = tmp / "out"
     result = subprocess.run(
@@ -168,7 +170,7 @@ def options(argv: list[str]) -> dict:
 def test_v1_lambda_is_created_with_the_connector_handler_and_package(v1_dry_run):
     create = options(command(v1_dry_run, "aws", "lambda", "create-function"))
     assert create["function-name"] == "GG-ML-INF-image-classification-digits"
-    assert create["handler"] == "connector.handler.function_handler"
+    assert create["handler"] == "connector.image_classification.handler.function_handler"
     assert create["zip-file"] == f"fileb://{v1_dry_run['zip']}"
     assert create["role"] == ROLE
     lambda_model = botocore.session.get_session().get_service_model("lambda")
@@ -196,7 +198,7 @@ def test_v1_definitions_match_the_greengrass_api_and_the_connector(v1_dry_run):
     variables = dict(config["Environment"]["Variables"])
     assert variables.pop("PYTHONPATH") == "/opt/ggic/venv/lib/python3.8/site-packages"
     arn = "arn:aws:greengrass:us-west-2::/connectors/ImageClassificationx86-64/versions/2"
-    assert P.validate_parameters("v1-lambda", arn, variables) == []  # exactly the connector's parameters
+    assert connector_definitions.validate_parameters("v1-lambda", arn, variables) == []  # exactly the connector's parameters
     assert variables["LocalInferenceServiceMemoryLimitKB"] == "300000"
 
     resources = {r["Id"]: r["ResourceDataContainer"] for r in v1_dry_run["documents"]["resource"]["Resources"]}

@@ -1,4 +1,4 @@
-"""Tests of request-image validation, decoding and tensor layout (connector.imaging)."""
+"""Tests of request-image validation, decoding and tensor layout (connector.image_classification.imaging)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from connector import imaging
-from connector.errors import (
+from bench.material import REPO, as_jpeg, photo_files, photos, reference_tensor
+from connector.image_classification import imaging
+from connector.image_classification.errors import (
     ContentMismatchError,
     EmptyBodyError,
     ImageDecodeError,
@@ -19,7 +20,6 @@ from connector.errors import (
     RequestError,
     UnsupportedContentTypeError,
 )
-from material import REPO, as_jpeg, photo_files, photos, reference_tensor
 
 BAD_INPUT = REPO / "tests" / "data" / "bad-input"
 
@@ -586,7 +586,7 @@ def test_resizing_bgr_then_converting_is_bit_identical_to_the_documented_order(h
 DECODE_HASHES = r"""
 import hashlib, sys
 import cv2, numpy as np
-from connector import imaging
+from connector.image_classification import imaging
 for path in sys.argv[2:]:
     body = open(path, "rb").read()
     if sys.argv[1] == "opencv":
@@ -623,7 +623,7 @@ def test_truncated_jpeg_never_exposes_uninitialised_memory():
 
 MEASURE_PEAK = r"""
 import sys
-from connector import imaging
+from connector.image_classification import imaging
 
 def status_kb(field):
     return int(open("/proc/self/status").read().split(field + ":")[1].split()[0])

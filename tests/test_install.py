@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from material import REPO
+from bench.material import REPO
 
 INSTALL = REPO / "install"
 SCRIPTS = ["x86_64.sh", "armv7l.sh", "nvidiajtx2.sh"]

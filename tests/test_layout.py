@@ -16,11 +16,19 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
+from bench.harness import GGICRuntime, connector_entry, ggic
 from bench.load import _answer_key, digits_images
-from connector.errors import ConfigurationError
-from connector.supervisor import (AUTO, LAYOUT_MARGIN, THREADS_ENV, Layout, choose_layout, fixed_layout,
-                                  parse_workers, workers_from_environment)
-from ggic_runtime import GGICRuntime, connector_entry, ggic
+from connector.contract.environment import ENGINE_THREADS_ENV
+from connector.image_classification.errors import ConfigurationError
+from connector.image_classification.supervisor import (
+    AUTO,
+    LAYOUT_MARGIN,
+    Layout,
+    choose_layout,
+    fixed_layout,
+    parse_workers,
+    workers_from_environment,
+)
 
 SERVICE = "imageClassification"
 MB = 1024
@@ -61,7 +69,7 @@ def test_auto_layout_examples_from_the_bench():
 
 def test_auto_layout_keeps_the_users_engine_threads_within_the_cores():
     layout = choose_layout(8, 64_000 * MB, 250 * MB, threads=3)
-    assert (layout.workers, layout.threads) == (2, 3) and THREADS_ENV in layout.reason
+    assert (layout.workers, layout.threads) == (2, 3) and ENGINE_THREADS_ENV in layout.reason
     assert choose_layout(2, 64_000 * MB, 250 * MB, threads=4).workers == 1  # more threads than cores: one worker
     assert choose_layout(4, 1_000 * MB, 300 * MB, threads=1).workers == 2   # memory still decides
 

@@ -22,8 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_digits
 
+from bench.harness import GGICRuntime, connector_entry, ggic
 from examples.models.digits import digit_png
-from ggic_runtime import GGICRuntime, connector_entry, ggic
 
 SERVICE = "imageClassification"
 CONNECTOR_LOG = f"GG-ML-INF-image-classification-{SERVICE}"
@@ -350,7 +350,7 @@ def test_logs_are_in_greengrass_format_with_the_service_prefix_and_rotate(servin
     assert len(connector_logs) >= 2, connector_logs  # rotated at 20 kB
     assert all(path.stat().st_size <= 20_000 + 2_000 for path in connector_logs)
     current = connector_logs[0].read_text()
-    assert "[WARN]-handler.py:" in current and f",{SERVICE}: request " in current
+    assert "[WARN]-endpoint.py:" in current and f",{SERVICE}: request " in current
     system_log = (log_dir / "system" / "runtime.log").read_text()
     assert "[INFO]-runtime.py:" in system_log and "runtime ready" in system_log
 

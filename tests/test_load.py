@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bench.load import check, plan
-from material import REPO
+from bench.material import REPO
 
 REQUESTS = 2000
 CLIENTS = 16

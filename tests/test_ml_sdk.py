@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import ast
 
+import greengrass_machine_learning_sdk as ml
 import numpy as np
 import pytest
-
-import greengrass_machine_learning_sdk as ml
-from conftest import free_port
 from greengrass_common.function_arn_fields import FunctionArnFields
 from greengrass_common.parse_version import parse_version
 from greengrass_ipc_python_sdk.ipc_client import IPCClient, _encode_payload
@@ -19,7 +17,9 @@ from greengrass_machine_learning_sdk import feedback, inference
 from greengrass_machine_learning_sdk.client import UnrecognizedClientTypeError
 from greengrass_machine_learning_sdk.exception import MissingEnvironmentError
 from greengrass_machine_learning_sdk.streaming_body import StreamingBody
-from material import REPO
+
+from bench.material import REPO
+from conftest import free_port
 
 INFERENCE_OP = "InferenceClient.invoke_inference_service"
 FEEDBACK_OP = "Feedback.Client.publish"

@@ -1,9 +1,9 @@
-"""The opt-in ONNX Runtime engine (connector/onnx_model.py, `ggic run --engine onnxruntime`) answers like MXNet on the
+"""The opt-in ONNX Runtime engine (connector/image_classification/onnx_model.py, `ggic run --engine onnxruntime`) answers like MXNet on the
 committed, really trained digits model, in process and through the real runtime.
 
 Skipped unless the `onnx` extra is installed (`make test` installs it).
-The reference is a direct MXNet forward (tests/material.py `ReferenceModel`, no connector code) of the same
-tensor; the ONNX model comes from MXNet's own exporter with the corrections `connector.onnx_model.convert` makes.
+The reference is a direct MXNet forward (bench/material.py `ReferenceModel`, no connector code) of the same
+tensor; the ONNX model comes from MXNet's own exporter with the corrections `connector.image_classification.onnx_model.convert` makes.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from connector.artifact import locate  # noqa: E402
-from connector.errors import AcceleratorUnavailableError  # noqa: E402
-from connector.model import InputShape  # noqa: E402
-from connector.onnx_model import ONNX_OPSET, OnnxClassifierModel, convert  # noqa: E402
+from bench.material import DIGITS_MODEL, ReferenceModel, photos, reference_tensor  # noqa: E402
+from connector.image_classification.artifact import locate
+from connector.image_classification.errors import AcceleratorUnavailableError
+from connector.image_classification.model import InputShape
+from connector.image_classification.onnx_model import ONNX_OPSET, OnnxClassifierModel, convert
 from examples.models.digits import digit_png, split  # noqa: E402
-from material import DIGITS_MODEL, ReferenceModel, photos, reference_tensor  # noqa: E402
 
 SHAPE = (3, 28, 28)
 MAX_ABS_DIFF = 1e-4
@@ -100,7 +100,7 @@ def test_a_second_start_loads_the_cached_conversion(engines, cache):
 
 
 def test_the_runtime_serves_with_onnx_runtime_when_asked(tmp_path, sdk_env, engines):
-    from ggic_runtime import GGICRuntime, connector_entry
+    from bench.harness import GGICRuntime, connector_entry
 
     reference, _ = engines
     import greengrass_machine_learning_sdk as ml

@@ -1,4 +1,4 @@
-"""Tests of connector parameter and CreateConnectorDefinition validation (connector.parameters)."""
+"""Tests of connector parameter and CreateConnectorDefinition validation (connector.image_classification.parameters)."""
 
 import copy
 import json
@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from connector import parameters as P
-from connector.errors import ConfigurationError
+from connector.contract import catalog, problems, schemas
+from connector.control import connector_definitions
+from connector.image_classification import parameters
+from connector.image_classification.errors import ConfigurationError
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -55,8 +57,8 @@ def connector(cid, arn, parameters):
 
 
 def bad_request(body):
-    with pytest.raises(P.BadRequestError) as info:
-        P.validate_connector_definition(body)
+    with pytest.raises(problems.BadRequestError) as info:
+        connector_definitions.validate_connector_definition(body)
     return info.value
 
 
@@ -117,10 +119,10 @@ def test_schema_dir_falls_back_to_installed_copy(tmp_path):
     installed = tmp_path / "share" / "ggic" / "schemas"
     installed.mkdir(parents=True)
     (installed / "connectors.json").write_text("{}")
-    assert P._locate_schema_dir([tmp_path / "missing", installed]) == installed
-    with pytest.raises(P.SchemaNotFoundError):
-        P._locate_schema_dir([tmp_path / "missing"])
-    assert P.schema_dir() == SCHEMAS
+    assert schemas.locate_schema_dir([tmp_path / "missing", installed]) == installed
+    with pytest.raises(schemas.SchemaNotFoundError):
+        schemas.locate_schema_dir([tmp_path / "missing"])
+    assert schemas.schema_dir() == SCHEMAS
 
 
 # --- every documented pattern: valid and invalid values -----------------------------------------------------
@@ -173,21 +175,21 @@ INVALID_CASES = [(name, value) for name, (_, bad) in PATTERN_CASES.items() for v
 @pytest.mark.parametrize("name,value", VALID_CASES)
 def test_documented_patterns_accept(arn, name, value):
     extra = {"GPUAcceleration": "CPU"} if "JTX2" in arn else {}
-    assert P.validate_parameters("MyIC", arn, params(**{name: value}, **extra)) == []
+    assert connector_definitions.validate_parameters("MyIC", arn, params(**{name: value}, **extra)) == []
 
 
 @pytest.mark.parametrize("arn", [X86_V1, JTX2_V2])
 @pytest.mark.parametrize("name,value", INVALID_CASES)
 def test_documented_patterns_reject(arn, name, value):
     extra = {"GPUAcceleration": "GPU"} if "JTX2" in arn else {}
-    details = P.validate_parameters("MyIC", arn, params(**{name: value}, **extra))
+    details = connector_definitions.validate_parameters("MyIC", arn, params(**{name: value}, **extra))
     assert codes(details) == ["InvalidParameterValue"]
     message = details[0]["DetailedErrorMessage"]
     assert message.startswith(f"Connector 'MyIC': parameter {name} value {value!r} does not match pattern ")
 
 
 def test_message_format_example():
-    details = P.validate_parameters("MyIC", X86_V2, params(LocalInferenceServiceTimeoutSeconds="0"))
+    details = connector_definitions.validate_parameters("MyIC", X86_V2, params(LocalInferenceServiceTimeoutSeconds="0"))
     assert details == [{
         "DetailedErrorCode": "InvalidParameterValue",
         "DetailedErrorMessage": "Connector 'MyIC': parameter LocalInferenceServiceTimeoutSeconds value '0' "
@@ -195,13 +197,13 @@ def test_message_format_example():
 
 
 def test_long_values_are_truncated_in_messages():
-    details = P.validate_parameters("MyIC", X86_V2, params(LocalInferenceServiceName="x" * 500))
+    details = connector_definitions.validate_parameters("MyIC", X86_V2, params(LocalInferenceServiceName="x" * 500))
     message = details[0]["DetailedErrorMessage"]
     assert "(500 characters)" in message and "x" * 500 not in message
 
 
 def test_non_string_values_are_rejected():
-    details = P.validate_parameters("MyIC", X86_V2, params(LocalInferenceServiceTimeoutSeconds=10))
+    details = connector_definitions.validate_parameters("MyIC", X86_V2, params(LocalInferenceServiceTimeoutSeconds=10))
     assert codes(details) == ["InvalidParameterValue"]
     assert "value 10 must be of type string, not integer" in details[0]["DetailedErrorMessage"]
 
@@ -209,24 +211,24 @@ def test_non_string_values_are_rejected():
 @pytest.mark.parametrize("value", ["CPU", "GPU"])
 @pytest.mark.parametrize("arn", [JTX2_V1, JTX2_V2])
 def test_gpu_acceleration_valid(arn, value):
-    assert P.validate_parameters("MyIC", arn, params(GPUAcceleration=value)) == []
+    assert connector_definitions.validate_parameters("MyIC", arn, params(GPUAcceleration=value)) == []
 
 
 @pytest.mark.parametrize("value", ["gpu", "Gpu", "cpu", "", "TPU", "CPU|GPU", "GPU ", "GPU\n"])
 def test_gpu_acceleration_invalid(value):
-    details = P.validate_parameters("MyIC", JTX2_V2, params(GPUAcceleration=value))
+    details = connector_definitions.validate_parameters("MyIC", JTX2_V2, params(GPUAcceleration=value))
     assert codes(details) == ["InvalidParameterValue"]
     assert f"GPUAcceleration value {value!r} is not one of 'CPU', 'GPU'" in details[0]["DetailedErrorMessage"]
 
 
 def test_gpu_acceleration_lowercase_gets_case_hint():
-    [detail] = P.validate_parameters("MyIC", JTX2_V1, params(GPUAcceleration="gpu"))
+    [detail] = connector_definitions.validate_parameters("MyIC", JTX2_V1, params(GPUAcceleration="gpu"))
     assert "did you mean 'GPU'" in detail["DetailedErrorMessage"]
 
 
 @pytest.mark.parametrize("arn", [JTX2_V1, JTX2_V2])
 def test_gpu_acceleration_required_on_jtx2(arn):
-    details = P.validate_parameters("MyIC", arn, params())
+    details = connector_definitions.validate_parameters("MyIC", arn, params())
     assert codes(details) == ["MissingRequiredParameter"]
     assert "GPUAcceleration" in details[0]["DetailedErrorMessage"]
 
@@ -234,7 +236,7 @@ def test_gpu_acceleration_required_on_jtx2(arn):
 @pytest.mark.parametrize("arn", [X86_V1, X86_V2, ARM_V1, ARM_V2])
 @pytest.mark.parametrize("value", ["CPU", "GPU"])
 def test_gpu_acceleration_rejected_off_jtx2(arn, value):
-    details = P.validate_parameters("MyIC", arn, params(GPUAcceleration=value))
+    details = connector_definitions.validate_parameters("MyIC", arn, params(GPUAcceleration=value))
     assert codes(details) == ["UnknownParameter"]
     assert "GPUAcceleration exists only on ImageClassificationAarch64JTX2" in details[0]["DetailedErrorMessage"]
 
@@ -247,12 +249,12 @@ FEEDBACK_INVALID = ["a", "-ab", "my_config", "a" * 64, "x\n", " MyConfig0", "My 
 @pytest.mark.parametrize("value", FEEDBACK_VALID)
 def test_feedback_config_id_valid_in_v2(arn, value):
     extra = {"GPUAcceleration": "GPU"} if "JTX2" in arn else {}
-    assert P.validate_parameters("MyIC", arn, params(MLFeedbackConnectorConfigId=value, **extra)) == []
+    assert connector_definitions.validate_parameters("MyIC", arn, params(MLFeedbackConnectorConfigId=value, **extra)) == []
 
 
 @pytest.mark.parametrize("value", FEEDBACK_INVALID)
 def test_feedback_config_id_invalid_in_v2(value):
-    details = P.validate_parameters("MyIC", X86_V2, params(MLFeedbackConnectorConfigId=value))
+    details = connector_definitions.validate_parameters("MyIC", X86_V2, params(MLFeedbackConnectorConfigId=value))
     assert codes(details) == ["InvalidParameterValue"]
     assert "^$|^[a-zA-Z0-9][a-zA-Z0-9-]{1,62}$" in details[0]["DetailedErrorMessage"]
 
@@ -261,7 +263,7 @@ def test_feedback_config_id_invalid_in_v2(value):
 @pytest.mark.parametrize("value", ["", "MyConfig0"])
 def test_feedback_config_id_rejected_in_v1(arn, value):
     extra = {"GPUAcceleration": "GPU"} if "JTX2" in arn else {}
-    details = P.validate_parameters("MyIC", arn, params(MLFeedbackConnectorConfigId=value, **extra))
+    details = connector_definitions.validate_parameters("MyIC", arn, params(MLFeedbackConnectorConfigId=value, **extra))
     assert codes(details) == ["UnknownParameter"]
     assert "MLFeedbackConnectorConfigId" in details[0]["DetailedErrorMessage"]
     assert "later version" in details[0]["DetailedErrorMessage"]
@@ -270,7 +272,7 @@ def test_feedback_config_id_rejected_in_v1(arn, value):
 def test_misspelt_parameter_is_unknown_with_suggestion():
     body = params()
     body["LocalInferenceServiceTimeoutSecond"] = body.pop("LocalInferenceServiceTimeoutSeconds")
-    details = P.validate_parameters("MyIC", X86_V2, body)
+    details = connector_definitions.validate_parameters("MyIC", X86_V2, body)
     assert sorted(codes(details)) == ["MissingRequiredParameter", "UnknownParameter"]
     unknown = next(d for d in details if d["DetailedErrorCode"] == "UnknownParameter")
     assert "did you mean LocalInferenceServiceTimeoutSeconds?" in unknown["DetailedErrorMessage"]
@@ -287,7 +289,7 @@ def test_misspelt_parameter_is_unknown_with_suggestion():
     (JTX2_V2, "ImageClassificationAarch64JTX2", 2, "aarch64", "image-classification-jtx2-v2.schema.json"),
 ])
 def test_six_connector_arns(arn, name, version, platform, schema):
-    spec = P.connector_spec(arn)
+    spec = catalog.connector_spec(arn)
     assert (spec.name, spec.version, spec.platform, spec.region, spec.arn, spec.schema_file) == \
         (name, version, platform, "us-west-2", arn, schema)
     assert spec.function_name({"LocalInferenceServiceName": "imageClassification"}) == \
@@ -297,7 +299,7 @@ def test_six_connector_arns(arn, name, version, platform, schema):
     assert spec.function_arn({"LocalInferenceServiceName": "svc"}) == \
         "arn:aws:lambda:us-west-2:aws:function:GG-ML-INF-image-classification-svc"
     # The documentation writes the literal placeholder 'region'.
-    literal = P.connector_spec(arn.replace("us-west-2", "region"))
+    literal = catalog.connector_spec(arn.replace("us-west-2", "region"))
     assert (literal.name, literal.version, literal.region) == (name, version, "region")
 
 
@@ -322,41 +324,41 @@ def test_six_connector_arns(arn, name, version, platform, schema):
     "",
 ])
 def test_near_miss_arns_rejected(arn):
-    with pytest.raises(P.BadRequestError) as info:
-        P.connector_spec(arn)
+    with pytest.raises(problems.BadRequestError) as info:
+        catalog.connector_spec(arn)
     [detail] = info.value.error_details
     assert detail["DetailedErrorCode"] == "InvalidConnectorArn"
     for name in ("ImageClassificationx86-64", "ImageClassificationARMv7", "ImageClassificationAarch64JTX2"):
         assert name in detail["DetailedErrorMessage"]
-    assert codes(P.validate_parameters("MyIC", arn, params())) == ["InvalidConnectorArn"]
+    assert codes(connector_definitions.validate_parameters("MyIC", arn, params())) == ["InvalidConnectorArn"]
 
 
 # --- training-job ARN spelling ------------------------------------------------------------------------------
 
 def test_normalise_training_job_arn():
-    assert P.normalise_training_job_arn(COLON_JOB) == (SLASH_JOB, True)
-    assert P.normalise_training_job_arn(SLASH_JOB) == (SLASH_JOB, False)
+    assert catalog.normalise_training_job_arn(COLON_JOB) == (SLASH_JOB, True)
+    assert catalog.normalise_training_job_arn(SLASH_JOB) == (SLASH_JOB, False)
     # Only the documented pattern with a colon is rewritten; everything else is left for validation to report.
     for other in ("arn:aws-cn:sagemaker:cn-north-1:1:training-job:MyJob",
                   "arn:aws:sagemaker:us-west-2:123456789012:training-job:a",
                   "arn:aws:sagemaker:us-west-2:123456789012:training-job:My_Job", ""):
-        assert P.normalise_training_job_arn(other) == (other, False)
+        assert catalog.normalise_training_job_arn(other) == (other, False)
 
 
 def test_training_job_name():
-    assert P.training_job_name(SLASH_JOB) == "MyImageClassifier"
-    assert P.training_job_name(COLON_JOB) == "MyImageClassifier"
-    assert P.training_job_name("arn:aws-cn:sagemaker:cn-north-1:123456789012:training-job/j") == "j"
+    assert catalog.training_job_name(SLASH_JOB) == "MyImageClassifier"
+    assert catalog.training_job_name(COLON_JOB) == "MyImageClassifier"
+    assert catalog.training_job_name("arn:aws-cn:sagemaker:cn-north-1:123456789012:training-job/j") == "j"
     for bad in ("", "MyImageClassifier", "arn:aws:sagemaker:us-west-2:123456789012:model/x",
                 "arn:aws:sagemaker:us-west-2:123456789012:training-job/"):
-        with pytest.raises(P.InvalidTrainingJobArnError):
-            P.training_job_name(bad)
+        with pytest.raises(catalog.InvalidTrainingJobArnError):
+            catalog.training_job_name(bad)
 
 
 def test_colon_job_arn_normalised_with_warning():
     body = request(connector("MyIC", X86_V2, params(MLModelSageMakerJobArn=COLON_JOB)))
     original = copy.deepcopy(body)
-    normalised, warnings = P.validate_connector_definition(body)
+    normalised, warnings = connector_definitions.validate_connector_definition(body)
     assert body == original  # input untouched
     assert normalised["InitialVersion"]["Connectors"][0]["Parameters"]["MLModelSageMakerJobArn"] == SLASH_JOB
     [warning] = warnings
@@ -365,7 +367,7 @@ def test_colon_job_arn_normalised_with_warning():
 
 
 def test_slash_job_arn_gives_no_warning():
-    normalised, warnings = P.validate_connector_definition(request(connector("MyIC", X86_V2, params())))
+    normalised, warnings = connector_definitions.validate_connector_definition(request(connector("MyIC", X86_V2, params())))
     assert warnings == []
     assert normalised == request(connector("MyIC", X86_V2, params()))
 
@@ -435,7 +437,7 @@ def test_same_connector_twice_reports_connector_and_service_collision():
 
 
 def test_mixed_platforms_warn():
-    _, warnings = P.validate_connector_definition(
+    _, warnings = connector_definitions.validate_connector_definition(
         request(connector("One", X86_V2, params()), connector("Two", ARM_V1, params(LocalInferenceServiceName="bb"))))
     assert len(warnings) == 1 and "x86_64" in warnings[0] and "armv7l" in warnings[0]
 
@@ -467,7 +469,14 @@ def test_request_shape_errors(body, fragment):
 
 def test_request_id_limits_accepted():
     for cid in ("x" * 128, "a:b_c-D", "0"):
-        P.validate_connector_definition(request(connector(cid, X86_V2, params())))
+        normalised, warnings = connector_definitions.validate_connector_definition(
+            request(connector(cid, X86_V2, params())))
+        assert normalised["InitialVersion"]["Connectors"][0]["Id"] == cid and warnings == []
+    # One character more, or one outside the pattern, is refused.
+    for cid in ("x" * 129, "a b"):
+        error = bad_request(request(connector(cid, X86_V2, params())))
+        assert codes(error.error_details) == ["InvalidRequest"]
+        assert "InitialVersion.Connectors[0].Id" in error.error_details[0]["DetailedErrorMessage"]
 
 
 def test_non_object_request_rejected():
@@ -481,7 +490,7 @@ def test_non_string_parameter_reported_once():
 
 
 def test_empty_connector_list_accepted_with_warning():
-    normalised, warnings = P.validate_connector_definition({"InitialVersion": {"Connectors": []}})
+    normalised, warnings = connector_definitions.validate_connector_definition({"InitialVersion": {"Connectors": []}})
     assert normalised == {"InitialVersion": {"Connectors": []}}
     assert len(warnings) == 1 and "empty" in warnings[0]
 
@@ -518,7 +527,7 @@ def test_documentation_cli_examples_need_the_feedback_connector_their_config_id_
     # The examples set MLFeedbackConnectorConfigId "MyConfig0" but define no ML Feedback connector: refused, with
     # the reason, rather than failing on the device at the first sample.
     error = bad_request({"Name": "MyGreengrassConnectors", "InitialVersion": json.loads(initial_version)})
-    assert codes(error.error_details) == [P.UNKNOWN_FEEDBACK_CONFIG_ID]
+    assert codes(error.error_details) == [problems.UNKNOWN_FEEDBACK_CONFIG_ID]
     assert "'MyConfig0'" in error.error_details[0]["DetailedErrorMessage"]
 
 
@@ -529,21 +538,21 @@ def test_documentation_cli_examples(initial_version, region):
     version["Connectors"].append(DOC_FEEDBACK)
     body = {"Name": "MyGreengrassConnectors",
             "InitialVersion": json.loads(json.dumps(version).replace("greengrass:region:", f"greengrass:{region}:"))}
-    normalised, warnings = P.validate_connector_definition(body)
+    normalised, warnings = connector_definitions.validate_connector_definition(body)
     [entry, _] = normalised["InitialVersion"]["Connectors"]
     assert entry["Parameters"]["MLModelSageMakerJobArn"] == SLASH_JOB
     assert entry["ConnectorArn"].startswith(f"arn:aws:greengrass:{region}::/connectors/")
     assert sum("normalised MLModelSageMakerJobArn" in w for w in warnings) == 1
     assert (sum("placeholder region" in w for w in warnings) == 2) == (region == "region")
-    assert P.connector_spec(entry["ConnectorArn"]).region == region
+    assert catalog.connector_spec(entry["ConnectorArn"]).region == region
 
 
 # --- parameters from the environment ------------------------------------------------------------------------
 
 def test_from_environment_without_arn_uses_x86_v2():
     env = dict(params(MLModelSageMakerJobArn=COLON_JOB), MLFeedbackConnectorConfigId="", PATH="/usr/bin")
-    got = P.ImageClassificationParameters.from_environment(env)
-    assert got == P.ImageClassificationParameters(
+    got = parameters.ImageClassificationParameters.from_environment(env)
+    assert got == parameters.ImageClassificationParameters(
         model_destination_path="/path-to-model", model_resource_id="my-ml-resource",
         sagemaker_job_arn=SLASH_JOB, service_name="imageClassification", timeout_seconds=10,
         memory_limit_kb=500000, gpu_acceleration="CPU", feedback_config_id=None, connector_arn=None)
@@ -551,14 +560,14 @@ def test_from_environment_without_arn_uses_x86_v2():
 
 def test_from_environment_gpu_without_arn_uses_jtx2():
     env = dict(params(), GPUAcceleration="GPU", MLFeedbackConnectorConfigId="MyConfig0")
-    got = P.ImageClassificationParameters.from_environment(env)
+    got = parameters.ImageClassificationParameters.from_environment(env)
     assert (got.gpu_acceleration, got.feedback_config_id, got.connector_arn) == ("GPU", "MyConfig0", None)
 
 
 def test_from_environment_with_arn(caplog):
     env = dict(params(), GGIC_CONNECTOR_ARN=ARM_V1, MLFeedbackConnectorConfigId="MyConfig0")
-    with caplog.at_level(logging.WARNING, logger="connector.parameters"):
-        got = P.ImageClassificationParameters.from_environment(env)
+    with caplog.at_level(logging.WARNING, logger="connector.image_classification.parameters"):
+        got = parameters.ImageClassificationParameters.from_environment(env)
     assert got.connector_arn == ARM_V1 and got.feedback_config_id is None
     assert "MLFeedbackConnectorConfigId" in caplog.text  # ignored on version 1, and said so
 
@@ -568,7 +577,7 @@ def test_from_environment_bad_environment_lists_every_problem():
            "LocalInferenceServiceName": "a", "LocalInferenceServiceTimeoutSeconds": "0",
            "LocalInferenceServiceMemoryLimitKB": "010", "GPUAcceleration": "gpu"}
     with pytest.raises(ConfigurationError) as info:
-        P.ImageClassificationParameters.from_environment(env)
+        parameters.ImageClassificationParameters.from_environment(env)
     text = str(info.value)
     assert text.startswith("Invalid connector configuration: 7 problems")
     assert len(text.splitlines()) == 1 + 7
@@ -585,18 +594,18 @@ def test_from_environment_bad_environment_lists_every_problem():
 def test_from_environment_invalid_value_with_arn():
     env = dict(params(), GGIC_CONNECTOR_ARN=X86_V2, LocalInferenceServiceTimeoutSeconds="abc1")
     with pytest.raises(ConfigurationError) as info:
-        P.ImageClassificationParameters.from_environment(env)
+        parameters.ImageClassificationParameters.from_environment(env)
     assert codes(info.value.error_details) == ["InvalidParameterValue"]
 
 
 def test_from_environment_unknown_arn():
     env = dict(params(), GGIC_CONNECTOR_ARN="arn:aws:greengrass:us-west-2::/connectors/MLFeedback/versions/1")
     with pytest.raises(ConfigurationError) as info:
-        P.ImageClassificationParameters.from_environment(env)
+        parameters.ImageClassificationParameters.from_environment(env)
     assert "GGIC_CONNECTOR_ARN" in str(info.value) and "ImageClassificationARMv7" in str(info.value)
 
 
 def test_from_environment_empty_environment():
     with pytest.raises(ConfigurationError) as info:
-        P.ImageClassificationParameters.from_environment({})
+        parameters.ImageClassificationParameters.from_environment({})
     assert codes(info.value.error_details) == ["MissingRequiredParameter"] * 6

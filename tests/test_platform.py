@@ -8,10 +8,10 @@ import platform
 
 import pytest
 
-from connector.errors import AcceleratorUnavailableError
-from connector.model import select_context
-from connector.platforms import PlatformMismatchError, check_connector_platforms, machine_platform
-from ggic_runtime import GGICRuntime, connector_entry, ggic
+from bench.harness import GGICRuntime, connector_entry, ggic
+from connector.devices.platforms import PlatformMismatchError, check_connector_platforms, machine_platform
+from connector.image_classification.errors import AcceleratorUnavailableError
+from connector.image_classification.model import select_context
 
 CONNECTOR_PLATFORM = {"x86_64": "x86-64", "armv7l": "ARMv7", "aarch64": "Aarch64JTX2"}
 HERE = machine_platform()
@@ -89,8 +89,9 @@ def test_gpu_fallback_to_cpu_serves_and_says_so(tmp_path, digits_model, sdk_env)
                      extra_env={"GGIC_GPU_FALLBACK": "cpu"}) as rt:
         sdk_env(rt)
         import greengrass_machine_learning_sdk as ml
-        from examples.models.digits import digit_png
         from sklearn.datasets import load_digits
+
+        from examples.models.digits import digit_png
 
         response = ml.client("inference").invoke_inference_service(
             AlgoType="image-classification", ServiceName="fallback", ContentType="image/png",

@@ -14,9 +14,9 @@ from typing import Callable, List, Optional, Tuple
 
 import pytest
 
+from bench.harness import GGICRuntime, ggic
+from bench.material import REPO
 from conftest import free_port
-from ggic_runtime import GGICRuntime, ggic
-from material import REPO
 from mosquitto import MosquittoBroker, Subscriber
 
 LAMBDAS = REPO / "tests" / "lambdas"

@@ -26,14 +26,13 @@ import uuid
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-import boto3
 import numpy as np
 import pytest
 
+from bench.harness import GGICRuntime, connector_entry, ggic
+from bench.material import REPO, ReferenceModel, as_jpeg, photo_files
 from client_packages import PYTHONS, SDK_VERSIONS, interpreter, numpy_dir, sdk_dir
-from ggic_runtime import GGICRuntime, connector_entry, ggic
-from material import REPO, ReferenceModel, as_jpeg, photo_files
-from sagemaker_jobs import aws_env
+from sagemaker_jobs import aws_env, client
 
 LAMBDAS = REPO / "tests" / "lambdas"
 REGION = "us-west-2"
@@ -111,9 +110,8 @@ def reference(efficientnet_model):
     return ReferenceModel(efficientnet_model, 0, (3, 224, 224))
 
 
-def s3(moto_endpoint: str):
-    return boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION, aws_access_key_id="testing",
-                        aws_secret_access_key="testing")
+def s3(endpoint: str):
+    return client("s3", endpoint)
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +376,7 @@ def test_a_runtime_that_cannot_run_is_refused_before_anything_starts(tmp_path, r
 
 
 def test_an_interpreter_path_is_a_runtime():
-    from connector.runtime.interpreters import RuntimeNotSupportedError, pyenv_root, resolve
+    from connector.core.interpreters import RuntimeNotSupportedError, pyenv_root, resolve
 
     python27 = needs("python2.7")
     explicit = resolve(python27.path)
@@ -392,7 +390,7 @@ def test_an_interpreter_path_is_a_runtime():
 
 def test_a_candidate_that_is_not_that_python_is_passed_over_and_reported(tmp_path, monkeypatch):
     """As a pyenv shim for a version that is not active: on PATH, but it fails (or is another Python)."""
-    from connector.runtime.interpreters import InterpreterNotFoundError, resolve
+    from connector.core.interpreters import InterpreterNotFoundError, resolve
 
     shims = tmp_path / "shims"
     shims.mkdir()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from connector.runtime.invocations import (
+from connector.core.invocations import (
     REQUEST_RESPONSE,
     RESULT_TTL_S,
     TIMEOUT_GRACE_S,
@@ -15,7 +15,7 @@ from connector.runtime.invocations import (
     InvocationNotFoundError,
     QueueFullError,
 )
-from connector.runtime.logfiles import RotatingLogFile
+from connector.core.logfiles import RotatingLogFile
 
 ARN = "arn:aws:lambda:us-west-2:aws:function:f"
 

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import socket
 
-import boto3
-
+import sagemaker_jobs
+from bench.harness import GGICRuntime, connector_entry
+from bench.material import photos
 from conftest import free_port
-from ggic_runtime import GGICRuntime, connector_entry
-from material import photos
+from sagemaker_jobs import CREDENTIALS, IC_IMAGE, XGBOOST_IMAGE
 
-IC_IMAGE = "433757028032.dkr.ecr.us-west-2.amazonaws.com/image-classification:1"
-XGBOOST_IMAGE = "246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-xgboost:1.7-1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-west-2"}
 SERVICE = "GG-ML-INF-image-classification-imageClassification"
 
 
 def create_job(endpoint: str, name: str, image: str, hyperparameters: dict) -> str:
-    sagemaker = boto3.client("sagemaker", endpoint_url=endpoint, region_name="us-west-2",
-                             aws_access_key_id="testing", aws_secret_access_key="testing")
-    response = sagemaker.create_training_job(
-        TrainingJobName=name,
-        AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
-        RoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
-        HyperParameters=hyperparameters,
-        OutputDataConfig={"S3OutputPath": "s3://sagemaker-models/output"},
-        ResourceConfig={"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
-        StoppingCondition={"MaxRuntimeInSeconds": 3600})
-    return response["TrainingJobArn"]
+    """A training job without a model artifact: these tests read only its description."""
+    return sagemaker_jobs.create_job(endpoint, name, None, image, hyperparameters)
 
 
 def runtime_for(tmp_path, model, job_arn: str, env: dict) -> GGICRuntime:

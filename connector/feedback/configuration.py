@@ -3,7 +3,7 @@
 Greengrass checked connector parameters when a definition was created, so a bad map never reached a core.  The
 rules live in ``schemas/ml-feedback-v1.schema.json`` (the Parameters object) and
 ``schemas/ml-feedback-configuration-map.schema.json`` (the map once parsed), and are applied with the same
-jsonschema helpers as the Image Classification parameters (`connector.parameters`), so the messages read the
+jsonschema helpers as the Image Classification parameters (`connector.image_classification.parameters`), so the messages read the
 same way and *every* problem is reported at once.
 
 Object keys: ``<s3-prefix>/<uuid>.<file-ext>``, as the connector documents.  An empty prefix adds no leading
@@ -19,8 +19,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
-from ..parameters import FEEDBACK_MAP_PARAMETER, _ecma_regex, _json_type, _problems, _Problem, _show, _validator
-from .sampling import SamplingError, SamplingStrategy, sampling_strategy
+from connector.feedback.sampling import SamplingError, SamplingStrategy, sampling_strategy
+from connector.contract.catalog import FEEDBACK_MAP_PARAMETER
+from connector.contract.problems import Problem, find_problems, json_type, show
+from connector.contract.schemas import ecma_regex, validator
 
 logger = logging.getLogger("ggic.feedback.configuration")
 
@@ -88,7 +90,7 @@ def _reject_constant(name: str) -> Any:
 def _parse(text: Any) -> tuple[Any, list[str]]:
     """The parsed map, or None and the reason it could not be parsed."""
     if not isinstance(text, str):
-        return None, [f"{MAP_PARAMETER} must be a string holding a JSON object, not {_json_type(text)}"]
+        return None, [f"{MAP_PARAMETER} must be a string holding a JSON object, not {json_type(text)}"]
     if not text.strip():
         return None, [f"{MAP_PARAMETER} is empty; it must be a JSON object of feedback configurations"]
     try:
@@ -104,7 +106,7 @@ def _field(path: tuple) -> str:
     return ".".join(str(part) for part in path)
 
 
-def _problem_text(problem: _Problem, data: Mapping) -> str:
+def _problem_text(problem: Problem, data: Mapping) -> str:
     config_id, where = problem.path[0], _field(problem.path[1:])
     subject = f"{MAP_PARAMETER}: config {config_id!r}"
     if not where:
@@ -112,10 +114,10 @@ def _problem_text(problem: _Problem, data: Mapping) -> str:
     if problem.kind == "missing":
         return f"{subject} is missing required field {where}"
     if problem.kind == "unknown":
-        allowed = _validator(MAP_SCHEMA).schema["$defs"][
+        allowed = validator(MAP_SCHEMA).schema["$defs"][
             "FeedbackConfiguration" if len(problem.path) == 2 else "SamplingStrategy"]["properties"]
         close = difflib.get_close_matches(str(problem.path[-1]), list(allowed), n=1)
-        return (f"{subject} field {where} is not allowed (value {_show(problem.value)})"
+        return (f"{subject} field {where} is not allowed (value {show(problem.value)})"
                 + (f"; did you mean {close[0]}?" if close else f"; allowed fields are {', '.join(allowed)}"))
     rule = problem.rule
     if rule.endswith("should not be valid under {}"):  # the schema's "not used by this strategy" marker
@@ -123,13 +125,13 @@ def _problem_text(problem: _Problem, data: Mapping) -> str:
         rule = f"is not used by strategy {strategy}"
     elif rule.startswith(repr(problem.value) + " "):  # jsonschema's own messages repeat the value
         rule = rule[len(repr(problem.value)) + 1:]
-    return f"{subject} field {where} value {_show(problem.value)} {rule}"
+    return f"{subject} field {where} value {show(problem.value)} {rule}"
 
 
 def _map_problems(data: Any) -> list[str]:
-    validator = _validator(MAP_SCHEMA)
+    schema = validator(MAP_SCHEMA)
     if not isinstance(data, dict):
-        return [f"{MAP_PARAMETER} must be a JSON object of feedback configurations, not {_json_type(data)}"]
+        return [f"{MAP_PARAMETER} must be a JSON object of feedback configurations, not {json_type(data)}"]
     if not data:
         return [f"{MAP_PARAMETER} has no feedback configuration; it must define at least one config ID"]
     order = {config_id: i for i, config_id in enumerate(data)}
@@ -138,10 +140,10 @@ def _map_problems(data: Any) -> list[str]:
         problems.append((order[config_id], 0, f"{MAP_PARAMETER}: config ID {config_id!r} is defined more than "
                                               f"once; config IDs must be unique"))
     # jsonschema reports each propertyNames failure at the map itself, so identical ones would merge: check here.
-    id_pattern = validator.schema["propertyNames"]["pattern"]
+    id_pattern = schema.schema["propertyNames"]["pattern"]
     for config_id in data:
-        if not _ecma_regex(id_pattern).search(config_id):
-            problems.append((order[config_id], 0, f"{MAP_PARAMETER}: config ID {_show(config_id)} does not "
+        if not ecma_regex(id_pattern).search(config_id):
+            problems.append((order[config_id], 0, f"{MAP_PARAMETER}: config ID {show(config_id)} does not "
                                                   f"match pattern {id_pattern}"))
         entry = data[config_id]
         for name in getattr(entry, "duplicates", ()):
@@ -151,7 +153,7 @@ def _map_problems(data: Any) -> list[str]:
         for name in getattr(strategy, "duplicates", ()):
             problems.append((order[config_id], 1, f"{MAP_PARAMETER}: config {config_id!r} gives field "
                                                   f"sampling-strategy.{name} more than once"))
-    for problem in _problems(validator, data):
+    for problem in find_problems(schema, data):
         if problem.path:
             problems.append((order.get(problem.path[0], len(order)), 2, _problem_text(problem, data)))
     problems.sort(key=lambda item: item[:2])
@@ -190,11 +192,11 @@ def parse_request_limit(text: Optional[str]) -> int:
     """RequestLimit as a number: None or "" is 0, which means no limit.  Raises InvalidFeedbackConfigurationError."""
     if text is None or text == "":
         return 0
-    pattern = _validator(PARAMETERS_SCHEMA).schema["properties"][LIMIT_PARAMETER]["pattern"]
+    pattern = validator(PARAMETERS_SCHEMA).schema["properties"][LIMIT_PARAMETER]["pattern"]
     if not isinstance(text, str):
         raise InvalidFeedbackConfigurationError(
-            [f"{LIMIT_PARAMETER} must be a string of 0 to 3 digits, not {_json_type(text)} {_show(text)}"])
-    if not _ecma_regex(pattern).search(text):
+            [f"{LIMIT_PARAMETER} must be a string of 0 to 3 digits, not {json_type(text)} {show(text)}"])
+    if not ecma_regex(pattern).search(text):
         raise InvalidFeedbackConfigurationError(
-            [f"{LIMIT_PARAMETER} value {_show(text)} does not match pattern {pattern} (a number from 0 to 999)"])
+            [f"{LIMIT_PARAMETER} value {show(text)} does not match pattern {pattern} (a number from 0 to 999)"])
     return int(text)

@@ -32,9 +32,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Optional
 
-from . import messages as M
-from .configuration import FeedbackConfig
-from .sampling import InvalidPredictionError
+from connector.feedback import messages as M
+from connector.feedback.configuration import FeedbackConfig
+from connector.feedback.sampling import InvalidPredictionError
 
 logger = logging.getLogger("ggic.feedback.service")
 
@@ -142,7 +142,7 @@ class FeedbackService:
     """Checks, queues and processes feedback requests for one FeedbackConfigurationMap."""
 
     def __init__(self, configs: Mapping[str, FeedbackConfig], request_limit: int, publish: Publish,
-                 s3_client: Any, rng: Optional[random.Random] = None) -> None:
+                 s3_client: Any, rng: Optional[random.Random] = None, log: logging.Logger = logger) -> None:
         if not isinstance(request_limit, int) or isinstance(request_limit, bool) or request_limit < 0:
             raise ValueError(f"request_limit must be an integer >= 0 (0: no limit), not {request_limit!r}")
         self._configs = dict(configs)
@@ -150,6 +150,7 @@ class FeedbackService:
         self._publish_callable = publish
         self._s3 = s3_client
         self._rng = rng
+        self.log = log
         self._queue: queue.Queue = queue.Queue(request_limit)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -179,8 +180,8 @@ class FeedbackService:
                 return
             self._thread = threading.Thread(target=self._run, name="ggic-feedback-worker", daemon=True)
             self._thread.start()
-        logger.info("ML Feedback service started: %d configuration(s), request limit %s", len(self._configs),
-                    self._limit or "none")
+        self.log.info("ML Feedback service started: %d configuration(s), request limit %s", len(self._configs),
+                      self._limit or "none")
 
     def submit(self, request_id: Optional[str], model_input: bytes, custom: Optional[Mapping[str, Any]]) -> None:
         """Check one request and queue it; raise a FeedbackError (after publishing a fail status) if refused.
@@ -206,8 +207,8 @@ class FeedbackService:
                         f"Request limit has been reached (max request:{self._limit}). Dropping request.")
         if error is not None:
             self._refuse(request_id, error)
-        logger.info("[RequestId: %s] Queued feedback for config %r (%d bytes)", request_id,
-                    request.config.config_id, len(request.body))
+        self.log.info("[RequestId: %s] Queued feedback for config %r (%d bytes)", request_id,
+                      request.config.config_id, len(request.body))
 
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Wait until every accepted request has been processed; False if `timeout` passed first."""
@@ -241,9 +242,9 @@ class FeedbackService:
         thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             self._abandon.set()
-            logger.warning("ML Feedback worker still busy after %ss; queued requests are abandoned", timeout)
+            self.log.warning("ML Feedback worker still busy after %ss; queued requests are abandoned", timeout)
             return False
-        logger.info("ML Feedback service stopped")
+        self.log.info("ML Feedback service stopped")
         return True
 
     # --- checking -----------------------------------------------------------------------------------------
@@ -301,7 +302,7 @@ class FeedbackService:
                 self._counters.refused_stopped += 1
             else:
                 self._counters.rejected += 1
-        logger.warning("[RequestId: %s] Refused: %s", request_id, error)
+        self.log.warning("[RequestId: %s] Refused: %s", request_id, error)
         self._publish(M.STATUS_TOPIC, M.status_fail(request_id, error.status_error, str(error)))
         if error.metric:
             self._publish(M.METRIC_TOPIC, M.metric_message(error.metric))
@@ -314,7 +315,7 @@ class FeedbackService:
             self._publish_callable(topic, message)
             return True
         except Exception:  # a publishing failure must never stop the worker or hide the request's outcome
-            logger.warning("Could not publish to %s: %s", topic, message, exc_info=True)
+            self.log.warning("Could not publish to %s: %s", topic, message, exc_info=True)
             return False
 
     def _count(self, name: str) -> None:
@@ -340,14 +341,14 @@ class FeedbackService:
                 self._count("failed")
                 text = (f"[RequestId: {item.request_id}] Unexpected error while processing the request. Exception "
                         f"type: {type(error).__name__}, error: {error}")
-                logger.exception("%s", text)
+                self.log.exception("%s", text)
                 self._publish(M.STATUS_TOPIC, M.status_fail(item.request_id, error, text))
             finally:
                 self._done()
             if self._abandon.is_set():
                 self._drain_abandoned()
                 break
-        logger.info("ML Feedback worker ended")
+        self.log.info("ML Feedback worker ended")
 
     def _drain_abandoned(self) -> None:
         while True:
@@ -365,17 +366,17 @@ class FeedbackService:
         self._count("abandoned")
         text = (f"[RequestId: {request.request_id}] The ML Feedback service stopped before the request was "
                 f"processed; the sample was not uploaded")
-        logger.warning("%s", text)
+        self.log.warning("%s", text)
         self._publish(M.STATUS_TOPIC, M.status_fail(request.request_id, ServiceStoppedError.__name__, text))
 
     def _process(self, request: _Request) -> None:
         rid, config = request.request_id, request.config
-        logger.info("[RequestId: %s] Processing request for config %r", rid, config.config_id)
+        self.log.info("[RequestId: %s] Processing request for config %r", rid, config.config_id)
         self._publish(M.METRIC_TOPIC, M.metric_message(M.SAMPLE_SIZE, len(request.body)))
         if config.strategy is not None and not config.strategy.should_use(request.prediction, self._rng):
             self._count("dropped_by_strategy")
-            logger.info("[RequestId: %s] Model input and prediction were dropped by the %s sampling strategy of "
-                        "config %r", rid, config.strategy.name, config.config_id)
+            self.log.info("[RequestId: %s] Model input and prediction were dropped by the %s sampling strategy of "
+                          "config %r", rid, config.strategy.name, config.config_id)
             self._publish(M.STATUS_TOPIC, M.status_dropped(rid))
             self._publish(M.METRIC_TOPIC, M.metric_message(M.SAMPLE_NOT_USED))
             return
@@ -387,16 +388,16 @@ class FeedbackService:
             self._count("upload_failed")
             text = (f"[RequestId: {rid}] Failed to upload model input data due to exception. Model prediction will "
                     f"not be published. Exception type: {type(error).__name__}, error: {error}")
-            logger.warning("%s", text)
+            self.log.warning("%s", text)
             self._publish(M.STATUS_TOPIC, M.status_fail(rid, error, text))
             self._publish(M.METRIC_TOPIC, M.metric_message(M.SAMPLE_UPLOAD_FAILURE))
             return
         self._count("uploaded")
-        logger.info("[RequestId: %s] Uploaded the model input to s3://%s/%s", rid, config.bucket, key)
+        self.log.info("[RequestId: %s] Uploaded the model input to s3://%s/%s", rid, config.bucket, key)
         self._publish(M.STATUS_TOPIC, M.status_success(rid, response, config.bucket, key))
         self._publish(M.METRIC_TOPIC, M.metric_message(M.SAMPLE_UPLOAD_SUCCESS))
         if self._publish(M.PREDICTION_TOPIC, M.prediction_message(config.bucket, key, request.prediction,
                                                                   config.config_id, request.metadata)):
             self._publish(M.METRIC_TOPIC, M.metric_message(M.SAMPLE_AND_PREDICTION_PUBLISHED))
         else:
-            logger.warning("[RequestId: %s] The sample was uploaded but its prediction was not published", rid)
+            self.log.warning("[RequestId: %s] The sample was uploaded but its prediction was not published", rid)

@@ -209,7 +209,7 @@ def sample_jpeg(name: str) -> bytes:
 
 def check(model_dir: str | Path) -> dict[str, tuple[int, float]]:
     """Classify the sample photos through the connector's preprocessing; return name → (top-1, probability)."""
-    from connector.imaging import JPEG, preprocess
+    from connector.image_classification.imaging import JPEG, preprocess
 
     module = load_module(model_dir)
     results = {}

@@ -1,0 +1,22 @@
+"""Every `GGIC_*` environment variable the Python code reads, named once.
+
+The runtime and the connectors read these; the install scripts have their own (`GGIC_HOME`, `GGIC_INSTALL_*`,
+documented in `install/`).
+"""
+
+# The runtime (`ggic`)
+STATE_DIR_ENV = "GGIC_STATE_DIR"                      # default --state-dir of every command
+ALLOW_PLATFORM_MISMATCH_ENV = "GGIC_ALLOW_PLATFORM_MISMATCH"  # 1: a connector for another platform only warns
+HANDLER_ENV = "GGIC_HANDLER"                          # the handler a function process's runtime loop imports
+
+# A connector, as our runtime starts it (a real Greengrass core sets none of them)
+CONNECTOR_ARN_ENV = "GGIC_CONNECTOR_ARN"              # which catalog connector (version, platform) the parameters are for
+CONNECTOR_ID_ENV = "GGIC_CONNECTOR_ID"                # the connector's Id in its definition, for messages
+MODEL_CACHE_ENV = "GGIC_MODEL_CACHE"                  # where fetched and converted models are kept
+
+# The image classification connector's inference workers (`ggic run --engine/--workers/--max-image-pixels`)
+ENGINE_ENV = "GGIC_ENGINE"                            # mxnet (default) or onnxruntime
+WORKERS_ENV = "GGIC_WORKERS"                          # inference workers: N or auto
+ENGINE_THREADS_ENV = "GGIC_ENGINE_THREADS"            # engine (OpenMP) threads per worker
+MAX_IMAGE_PIXELS_ENV = "GGIC_MAX_IMAGE_PIXELS"        # the largest image a request may decode to
+GPU_FALLBACK_ENV = "GGIC_GPU_FALLBACK"                # cpu: serve on the CPU when GPUAcceleration=GPU finds no GPU

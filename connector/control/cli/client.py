@@ -1,0 +1,142 @@
+"""`status`, `env`, `invoke`: talking to a running runtime, as its health endpoint or as one of its Lambdas."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict
+
+from connector.contract.status import SupervisorStatus
+from connector.control.cli.arguments import CLIError, read_blob_argument, read_labels
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Readiness, queues, workers and counters of the running runtime, for humans (or --json)."""
+    import urllib.error
+    import urllib.request
+
+    state_file = args.state_dir / "runtime.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        raise CLIError(f"no runtime is running with state directory {args.state_dir} (no {state_file})") from None
+    url = f"http://{state['host']}:{state['port']}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            report = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503: not ready, same report
+        report = json.loads(exc.read())
+    except OSError as exc:
+        raise CLIError(f"the runtime at {url} does not answer: {exc}") from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_status(report))
+    return 0 if report.get("ready") else 3
+
+
+def format_status(report: Dict[str, Any]) -> str:
+    lines = [f"runtime: {'READY' if report.get('ready') else 'NOT READY'}"]
+    for entry in report.get("functions", []):
+        name = str(entry["function_arn"]).split(":function:", 1)[-1]
+        requests = entry.get("requests") or {}
+        errors = requests.get("errors") or {}
+        refused = requests.get("refused") or {}
+        mean = requests.get("mean_latency_s")
+        lines.append(f"{name}: {'ready' if entry['ready'] else 'NOT READY: ' + str(entry['problem'])}")
+        lines.append(f"  process {entry['pid']} ({entry.get('runtime')}) {entry['state']}, "
+                     f"restarts {entry['restarts']}, queued {entry['queued']}, in flight {entry['in_flight']}")
+        if entry.get("supervisor"):
+            supervisor = SupervisorStatus.from_json(entry["supervisor"])
+            workers = supervisor.workers
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(supervisor.restart_reasons.items()))
+            listed = ", ".join(f"{worker.pid} {worker.state}" for worker in workers)
+            layout = supervisor.layout.get("summary")
+            if layout:
+                lines.append(f"  layout {layout}")
+            lines.append(f"  inference worker{'s' if len(workers) > 1 else ''} {listed}, "
+                         f"RSS {supervisor.rss_kb / 1024:.0f} MiB of {supervisor.memory_limit_kb / 1024:.0f}"
+                         f" MiB limit, restarts {supervisor.restarts}{' (' + reasons + ')' if reasons else ''}")
+        lines.append(f"  answered {requests.get('ok', 0)} ok, {sum(errors.values())} errors"
+                     f"{' (' + ', '.join(f'{k} {v}' for k, v in sorted(errors.items())) + ')' if errors else ''}"
+                     f", refused {sum(refused.values())}"
+                     f"{', mean latency %.1f ms' % (mean * 1000) if mean is not None else ''}")
+    mqtt = report.get("mqtt")
+    if mqtt:  # reported, not required: the runtime is ready without its broker
+        lines.append(f"mqtt {mqtt['broker']} as {mqtt['client_id']}: "
+                     f"{'connected' if mqtt['connected'] else 'NOT CONNECTED'}"
+                     f"{'' if mqtt['connected'] or not mqtt.get('last_error') else ' (' + mqtt['last_error'] + ')'}, "
+                     f"{mqtt['queued']} message(s) for the cloud waiting (at most {mqtt['max_queued']})")
+    return "\n".join(lines)
+
+
+def load_client_environment(state_dir: Path) -> Dict[str, str]:
+    """The running runtime's client environment, from `<state-dir>/env`."""
+    env_file = state_dir / "env"
+    state_file = state_dir / "runtime.json"
+    if not env_file.is_file():
+        raise CLIError(f"no Greengrass runtime is running with state directory {state_dir}: start `ggic run` first")
+    try:
+        pid = json.loads(state_file.read_text())["pid"]
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError):
+        raise CLIError(f"the runtime that wrote {env_file} is no longer running: start `ggic run` again") from None
+    environment = {}
+    for line in env_file.read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        environment[name] = value
+    return environment
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    for name, value in sorted(load_client_environment(args.state_dir).items()):
+        print(f"export {name}={value}")
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    os.environ.update(load_client_environment(args.state_dir))
+    body = read_blob_argument(args.body)
+    import greengrass_machine_learning_sdk as ml  # reads the environment at import: set it first
+
+    client = ml.client("inference")
+    try:
+        response = client.invoke_inference_service(
+            AlgoType=args.algo_type, ServiceName=args.service_name, ContentType=args.content_type, Body=body)
+    except ml.GreengrassInferenceException as exc:
+        raise CLIError(f"the inference service refused the request: {exc}") from None
+    except ml.GreengrassDependencyException as exc:
+        raise CLIError(f"the inference service could not be reached or failed: {exc}") from None
+    text = response["Body"].read().decode("utf-8")
+    if not args.top_k and not args.labels:
+        print(text)
+        return 0
+    probabilities = [float(value) for value in text[1:-1].split(",")]
+    labels = read_labels(args.labels) if args.labels else []
+    ranked = sorted(range(len(probabilities)), key=probabilities.__getitem__, reverse=True)
+    for index in ranked[: args.top_k or 5]:
+        label = labels[index] if index < len(labels) else ""
+        print(f"{probabilities[index]:.4f}  {index:>4}  {label}".rstrip())
+    return 0
+
+
+def add_commands(commands, common: argparse.ArgumentParser) -> None:
+    status = commands.add_parser("status", parents=[common],
+                                 help="is the running runtime ready; its queues, workers and counters")
+    status.add_argument("--json", action="store_true", help="the /health report as JSON")
+    status.set_defaults(func=cmd_status)
+
+    env = commands.add_parser("env", parents=[common],
+                              help="print `export` lines to act as a Lambda of the running runtime")
+    env.set_defaults(func=cmd_env)
+
+    invoke = commands.add_parser("invoke", parents=[common], help="one inference through the ML SDK")
+    invoke.add_argument("--service-name", required=True)
+    invoke.add_argument("--content-type", default="image/jpeg")
+    invoke.add_argument("--body", required=True, help="fileb://image.jpg, a path, or - for stdin")
+    invoke.add_argument("--algo-type", default="image-classification")
+    invoke.add_argument("--labels", type=Path, help="class names: one per line, or JSON")
+    invoke.add_argument("--top-k", type=int, help="print the K most probable classes")
+    invoke.set_defaults(func=cmd_invoke)

@@ -1,0 +1,82 @@
+"""`create-connector-definition`, `create-resource-definition`, `create-subscription-definition`: validated
+(every problem at once) and stored, in the AWS CLI's shapes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from connector.control.cli.arguments import aws_region, bad_request, definition_request
+
+
+def _create_definition(args: argparse.Namespace, operation: str, validate, store_class, arns) -> int:
+    """A Create*Definition command: validate the request (every problem at once, as the API's BadRequest), print
+    the warnings, store it in the region of `--region`, the AWS variables or `arns(InitialVersion)`, print the
+    AWS-shaped response."""
+    from connector.contract.problems import BadRequestError
+
+    try:
+        request, warnings = validate(definition_request(args))
+    except BadRequestError as exc:
+        return bad_request(operation, exc)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    store = store_class(args.state_dir, aws_region(args, *arns(request["InitialVersion"])))
+    print(json.dumps(store.create(request.get("Name", ""), request["InitialVersion"], request.get("tags")), indent=4))
+    return 0
+
+
+def cmd_create_connector_definition(args: argparse.Namespace) -> int:
+    from connector.control.connector_definitions import validate_connector_definition
+    from connector.control.definitions import ConnectorDefinitionStore
+
+    return _create_definition(args, "CreateConnectorDefinition", validate_connector_definition,
+                              ConnectorDefinitionStore,
+                              lambda version: [c["ConnectorArn"] for c in version.get("Connectors", [])])
+
+
+def cmd_create_resource_definition(args: argparse.Namespace) -> int:
+    from connector.control.definitions import ResourceDefinitionStore
+    from connector.control.groups import SAGEMAKER_RESOURCE, validate_resource_definition
+
+    return _create_definition(
+        args, "CreateResourceDefinition", validate_resource_definition, ResourceDefinitionStore,
+        lambda version: [r["ResourceDataContainer"][SAGEMAKER_RESOURCE]["SageMakerJobArn"]
+                         for r in version["Resources"]])
+
+
+def cmd_create_subscription_definition(args: argparse.Namespace) -> int:
+    from connector.control.definitions import SubscriptionDefinitionStore
+    from connector.control.subscriptions import subscription_arns, validate_subscription_definition
+
+    return _create_definition(args, "CreateSubscriptionDefinition",
+                              lambda request: (validate_subscription_definition(request), []),
+                              SubscriptionDefinitionStore,
+                              lambda version: subscription_arns(version["Subscriptions"]))
+
+
+def add_commands(commands, common: argparse.ArgumentParser) -> None:
+    create = commands.add_parser("create-connector-definition", parents=[common],
+                                 help="validate and store a connector definition (AWS CLI shape)")
+    create.add_argument("--name")
+    create.add_argument("--initial-version", required=True, help="JSON or file://path")
+    create.add_argument("--tags", help="JSON or file://path")
+    create.add_argument("--region")
+    create.set_defaults(func=cmd_create_connector_definition)
+    resources = commands.add_parser("create-resource-definition", parents=[common],
+                                    help="validate and store ML resources with a SageMaker source (AWS CLI shape)")
+    resources.add_argument("--name")
+    resources.add_argument("--initial-version", required=True, help="JSON or file://path")
+    resources.add_argument("--tags", help="JSON or file://path")
+    resources.add_argument("--region")
+    resources.set_defaults(func=cmd_create_resource_definition)
+
+    subscriptions = commands.add_parser("create-subscription-definition", parents=[common],
+                                        help="validate and store subscriptions: who publishes what to whom "
+                                             "(AWS CLI shape)")
+    subscriptions.add_argument("--name")
+    subscriptions.add_argument("--initial-version", required=True, help="JSON or file://path")
+    subscriptions.add_argument("--tags", help="JSON or file://path")
+    subscriptions.add_argument("--region")
+    subscriptions.set_defaults(func=cmd_create_subscription_definition)

@@ -1,0 +1,244 @@
+"""`create-group`, `create-group-version`, `create-deployment`, `get-deployment-status`: a group and its
+deployments to the running runtime, in the AWS CLI's shapes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from connector.control.cli.arguments import (
+    DEFAULT_REGION,
+    CLIError,
+    aws_region,
+    bad_request,
+    cli_logging,
+    read_json_argument,
+)
+
+log = logging.getLogger("ggic")
+
+
+def _group_version_argument(args: argparse.Namespace) -> Dict[str, str]:
+    """create-group-version's --*-definition-version-arn options as a group version."""
+    keys = {"connector": "ConnectorDefinitionVersionArn", "resource": "ResourceDefinitionVersionArn",
+            "function": "FunctionDefinitionVersionArn", "subscription": "SubscriptionDefinitionVersionArn",
+            "core": "CoreDefinitionVersionArn", "device": "DeviceDefinitionVersionArn",
+            "logger": "LoggerDefinitionVersionArn"}
+    return {key: getattr(args, f"{kind}_definition_version_arn") for kind, key in keys.items()
+            if getattr(args, f"{kind}_definition_version_arn") is not None}
+
+
+def _check_group_version(args: argparse.Namespace, version: Any, operation: str, where: str) -> Optional[int]:
+    """Resolve a group version (BadRequest when it names what is not stored); warn when it cannot be deployed."""
+    from connector.contract.problems import BadRequestError
+    from connector.control.groups import deployment_problems, resolve_group_version
+
+    try:
+        contents, warnings = resolve_group_version(args.state_dir, version, where)
+    except BadRequestError as exc:
+        return bad_request(operation, exc)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for detail in deployment_problems(contents):
+        print(f"warning: this group version cannot be deployed as it is: [{detail['DetailedErrorCode']}] "
+              f"{detail['DetailedErrorMessage']}", file=sys.stderr)
+    return None
+
+
+def cmd_create_group(args: argparse.Namespace) -> int:
+    from connector.contract.problems import BadRequestError, request_problems
+    from connector.control.groups import GROUP_SCHEMA, GroupStore
+
+    request: Dict[str, Any] = {"Name": args.name}
+    if args.initial_version is not None:
+        request["InitialVersion"] = read_json_argument(args.initial_version, "--initial-version")
+    if args.tags is not None:
+        request["tags"] = read_json_argument(args.tags, "--tags")
+    details = request_problems(GROUP_SCHEMA, request)
+    if details:
+        return bad_request("CreateGroup", BadRequestError(details, f"Invalid group: {len(details)} problem(s) found"))
+    version = request.get("InitialVersion")
+    if version is not None:
+        status = _check_group_version(args, version, "CreateGroup", "InitialVersion")
+        if status is not None:
+            return status
+    region = aws_region(args, *(version or {}).values())
+    print(json.dumps(GroupStore(args.state_dir, region).create(args.name, version, request.get("tags")), indent=4))
+    return 0
+
+
+def cmd_create_group_version(args: argparse.Namespace) -> int:
+    from connector.control.groups import GroupNotFoundError, GroupStore
+
+    store = GroupStore(args.state_dir, DEFAULT_REGION)
+    try:
+        group_id = store.get(args.group_id)["Group"]["Id"]
+    except GroupNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    version = _group_version_argument(args)
+    status = _check_group_version(args, version, "CreateGroupVersion", "group version")
+    if status is not None:
+        return status
+    print(json.dumps(store.create_version(group_id, version), indent=4))
+    return 0
+
+
+def _serving_runtime(state_dir: Path, group_id: str) -> Optional[int]:
+    """The pid of the `ggic run --group` that serves this group from this state directory, if one runs."""
+    try:
+        state = json.loads((state_dir / "runtime.json").read_text())
+        pid = int(state["pid"])
+        if (state.get("group") or {}).get("Id") != group_id:
+            return None
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
+
+
+def cmd_create_deployment(args: argparse.Namespace) -> int:
+    """Check the group version, fetch its ML resources, hand it to the runtime serving the group."""
+    import time
+
+    from connector.contract.problems import INVALID_REQUEST, BadRequestError
+    from connector.control.fetch_model import FetchModelError, fetch_model, progress_for
+    from connector.control.groups import (
+        FAILURE,
+        IN_PROGRESS,
+        SUCCESS,
+        GroupNotFoundError,
+        GroupStore,
+        deployment_problems,
+        resolve_group_version,
+    )
+
+    cli_logging(args.verbose)
+    store = GroupStore(args.state_dir, DEFAULT_REGION)
+    try:
+        record = store.get(args.group_id)
+        group_id = record["Group"]["Id"]
+        version_id = args.group_version_id
+        if args.deployment_type in ("ResetDeployment", "ForceResetDeployment"):
+            return bad_request("CreateDeployment", BadRequestError([{
+                "DetailedErrorCode": INVALID_REQUEST,
+                "DetailedErrorMessage": f"DeploymentType {args.deployment_type} is not supported by ggic: stop "
+                                        f"`ggic run --group {group_id}` to stop serving the group"}],
+                "Unsupported deployment type"))
+        if args.deployment_type == "Redeployment":
+            if not args.deployment_id:
+                return bad_request("CreateDeployment", BadRequestError([{
+                    "DetailedErrorCode": INVALID_REQUEST,
+                    "DetailedErrorMessage": "DeploymentType Redeployment needs --deployment-id: the deployment to "
+                                            "redo"}], "Missing DeploymentId"))
+            version_id = store.deployment(group_id, args.deployment_id)["GroupVersionId"]
+        version = store.version(record, version_id)
+    except GroupNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        contents, warnings = resolve_group_version(args.state_dir, version["Definition"])
+        problems = deployment_problems(contents)
+        if problems:
+            raise BadRequestError(problems, f"Group version {version['Version']} cannot be deployed: "
+                                            f"{len(problems)} problem(s) found")
+    except BadRequestError as exc:
+        return bad_request("CreateDeployment", exc)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+    deployment = store.create_deployment(group_id, version["Version"], args.deployment_type)
+    deployment_id = deployment["DeploymentId"]
+    print(json.dumps({"DeploymentArn": deployment["DeploymentArn"], "DeploymentId": deployment_id}, indent=4))
+    sys.stdout.flush()
+    for resource_id, data in sorted(contents.ml_resources.items()):
+        log.info("ML resource %s: the model of %s into %s", resource_id, data["SageMakerJobArn"],
+                 data["DestinationPath"])
+        progress = progress_for(sys.stderr)
+        try:
+            result = fetch_model(data["SageMakerJobArn"], Path(data["DestinationPath"]), region=args.region,
+                                 progress=progress)
+        except FetchModelError as exc:
+            message = f"ML resource {resource_id!r}: {exc}"
+            store.update_deployment(group_id, deployment_id, FAILURE, message)
+            raise CLIError(f"deployment {deployment_id} failed: {message}") from None
+        finally:
+            progress.close()
+        for line in result.summary().splitlines():
+            log.info("ML resource %s: %s", resource_id, line)
+    store.update_deployment(group_id, deployment_id, IN_PROGRESS)
+
+    if _serving_runtime(args.state_dir, group_id) is None:
+        print(f"ggic: no runtime serves group {group_id} from {args.state_dir}: `ggic run --group {group_id}` "
+              f"will run this deployment", file=sys.stderr)
+        return 0
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.wait_timeout
+    while time.monotonic() < deadline:
+        current = store.deployment(group_id, deployment_id)
+        if current["DeploymentStatus"] == SUCCESS:
+            print(f"ggic: deployment {deployment_id} is serving", file=sys.stderr)
+            return 0
+        if current["DeploymentStatus"] == FAILURE:
+            raise CLIError(f"deployment {deployment_id} failed: {current['ErrorMessage']}")
+        if _serving_runtime(args.state_dir, group_id) is None:
+            raise CLIError(f"the runtime serving group {group_id} stopped before deployment {deployment_id} "
+                           f"was applied; `ggic run --group {group_id}` will run it")
+        time.sleep(0.1)
+    raise CLIError(f"deployment {deployment_id} was not applied within {args.wait_timeout:g} s; see "
+                   f"`ggic get-deployment-status --group-id {group_id} --deployment-id {deployment_id}`")
+
+
+def cmd_get_deployment_status(args: argparse.Namespace) -> int:
+    from connector.control.groups import GroupNotFoundError, GroupStore
+
+    store = GroupStore(args.state_dir, DEFAULT_REGION)
+    try:
+        group_id = store.get(args.group_id)["Group"]["Id"]
+        deployment = store.deployment(group_id, args.deployment_id)
+    except GroupNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    print(json.dumps({key: deployment[key] for key in ("DeploymentStatus", "DeploymentType", "ErrorDetails",
+                                                       "ErrorMessage", "UpdatedAt")}, indent=4))
+    return 0
+
+
+def add_commands(commands, common: argparse.ArgumentParser) -> None:
+    group = commands.add_parser("create-group", parents=[common], help="a group binding definition versions")
+    group.add_argument("--name", required=True)
+    group.add_argument("--initial-version", help="JSON or file://path: {\"ConnectorDefinitionVersionArn\": ...}")
+    group.add_argument("--tags", help="JSON or file://path")
+    group.add_argument("--region")
+    group.set_defaults(func=cmd_create_group)
+
+    group_version = commands.add_parser("create-group-version", parents=[common], help="a new version of a group")
+    group_version.add_argument("--group-id", required=True, metavar="ID|NAME")
+    for kind in ("connector", "resource", "function", "subscription", "core", "device", "logger"):
+        group_version.add_argument(f"--{kind}-definition-version-arn")
+    group_version.set_defaults(func=cmd_create_group_version)
+
+    deploy = commands.add_parser("create-deployment", parents=[common],
+                                 help="check a group version, fetch its models, swap it into the running runtime")
+    deploy.add_argument("--group-id", required=True, metavar="ID|NAME")
+    deploy.add_argument("--group-version-id", help="default: the group's latest version")
+    deploy.add_argument("--deployment-type", required=True,
+                        choices=["NewDeployment", "Redeployment", "ResetDeployment", "ForceResetDeployment"],
+                        help="NewDeployment, or Redeployment with --deployment-id (the reset types are refused)")
+    deploy.add_argument("--deployment-id", help="Redeployment: the deployment to redo")
+    deploy.add_argument("--region", help="SageMaker and S3 region (default: each training job ARN's)")
+    deploy.add_argument("--no-wait", action="store_true",
+                        help="return once the models are in place, without waiting for the runtime to switch")
+    deploy.add_argument("--wait-timeout", type=float, default=600.0,
+                        help="seconds to wait for the runtime to switch (default 600)")
+    deploy.add_argument("--verbose", action="store_true")
+    deploy.set_defaults(func=cmd_create_deployment)
+
+    deployment_status = commands.add_parser("get-deployment-status", parents=[common],
+                                            help="Building, InProgress, Success or Failure, and why")
+    deployment_status.add_argument("--group-id", required=True, metavar="ID|NAME")
+    deployment_status.add_argument("--deployment-id", required=True)
+    deployment_status.set_defaults(func=cmd_get_deployment_status)

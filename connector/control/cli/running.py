@@ -1,0 +1,212 @@
+"""`ggic run`: the local Greengrass runtime in the foreground, from a connector definition or a group."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Dict, List
+
+from connector.control.cli.arguments import DEFAULT_REGION, CLIError, aws_region, default_region
+from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS
+from connector.core.ipc_server import DEFAULT_MAX_BODY_BYTES
+from connector.core.logfiles import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
+from connector.core.mqtt_bridge import DEFAULT_MAX_QUEUED as DEFAULT_MQTT_MAX_QUEUED
+
+log = logging.getLogger("ggic")
+
+
+def runtime_config(args: argparse.Namespace, region: str):
+    """The runtime's settings from `ggic run`'s options."""
+    from connector.core.runtime import RuntimeConfig
+
+    return RuntimeConfig(state_dir=args.state_dir, region=region, host=args.host, port=args.port,
+                         greengrass_root=args.greengrass_root, max_work_items=args.max_queued_requests,
+                         max_request_bytes=args.max_request_bytes, log_max_bytes=args.log_max_bytes,
+                         max_image_pixels=args.max_image_pixels, engine=args.engine, workers=args.workers,
+                         mqtt_broker=args.mqtt_broker, mqtt_client_id=args.mqtt_client_id,
+                         mqtt_max_queued=args.mqtt_max_queued, connector_hosting=args.connector_hosting,
+                         connector_package=args.connector_package)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from connector.control.definitions import ConnectorDefinitionStore, DefinitionNotFoundError
+    from connector.control.groups import connector_deployments
+    from connector.core.logfiles import system_log_handler
+    from connector.core.runtime import Runtime, RuntimeStartError
+
+    if args.group:
+        if args.connector_definition:
+            raise CLIError("give --group or --connector-definition, not both: a group names its connectors")
+        if args.subscription_definition:
+            raise CLIError("give --group or --subscription-definition, not both: a group's subscriptions are its "
+                           "group version's SubscriptionDefinitionVersionArn")
+        return _run_group(args)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    connectors: List[Dict[str, Any]] = []
+    if args.connector_definition:
+        store = ConnectorDefinitionStore(args.state_dir, default_region() or DEFAULT_REGION)
+        try:
+            record = store.get(args.connector_definition)
+        except DefinitionNotFoundError as exc:
+            raise CLIError(str(exc)) from None
+        connectors = record["Version"].get("Connectors", [])
+    if not connectors and not args.lambdas:
+        raise CLIError("nothing to run: give --connector-definition and/or --lambda")
+    subscriptions = _subscriptions(args)
+    region = aws_region(args, *(connector["ConnectorArn"] for connector in connectors))
+    _check_platforms(connectors, args.allow_platform_mismatch)
+    deployments = connector_deployments(connectors, region)
+    config = runtime_config(args, region)
+    logging.getLogger().addHandler(system_log_handler(config.system_log, config.log_max_bytes))
+    try:
+        runtime = Runtime(config, deployments, args.lambdas or [], subscriptions)
+    except RuntimeStartError as exc:
+        raise CLIError(str(exc)) from None
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        runtime.start()
+    except RuntimeStartError as exc:
+        raise CLIError(str(exc)) from None
+    for deployment in deployments:
+        log.info("connector %s serves %s", deployment.connector_id, deployment.function_arn)
+    stop.wait()
+    runtime.stop()
+    return 0
+
+
+def _subscriptions(args: argparse.Namespace) -> List[Dict[str, str]]:
+    """The Subscriptions of `--subscription-definition` (none without it)."""
+    from connector.control.definitions import DefinitionNotFoundError, SubscriptionDefinitionStore
+
+    if not args.subscription_definition:
+        return []
+    try:
+        record = SubscriptionDefinitionStore(args.state_dir, DEFAULT_REGION).get(args.subscription_definition)
+    except DefinitionNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    return record["Version"].get("Subscriptions", [])
+
+
+def _broker_address(text: str):
+    """argparse type of --mqtt-broker."""
+    from connector.core.mqtt_bridge import parse_broker_address
+
+    try:
+        return parse_broker_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _check_platforms(connectors: List[Dict[str, Any]], allow: bool) -> None:
+    """Refuse, before anything starts, connectors built for another platform than this machine's."""
+    from connector.contract.catalog import connector_spec
+    from connector.devices.platforms import PlatformMismatchError, check_connector_platforms
+
+    described = []
+    for connector in connectors:
+        spec = connector_spec(connector["ConnectorArn"])
+        described.append((connector["Id"], spec.name, spec.platform))
+    try:
+        for warning in check_connector_platforms(described, allow=allow):
+            log.warning("%s", warning)
+    except PlatformMismatchError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _run_group(args: argparse.Namespace) -> int:
+    """`ggic run --group`: serve the group's current deployment and apply later ones as they come."""
+    from connector.contract.problems import BadRequestError
+    from connector.control.groups import GroupNotFoundError, GroupStore, LocalDeployments
+    from connector.core.deployments import start_group_runtime
+    from connector.core.logfiles import system_log_handler
+    from connector.core.runtime import RuntimeStartError
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    store = GroupStore(args.state_dir, DEFAULT_REGION)
+    try:
+        record = store.get(args.group)
+        group_id = record["Group"]["Id"]
+        region = aws_region(args, record["Group"]["Arn"])
+        # Every deployment's connectors pass the platform check, the later ones too (a failure fails that one).
+        source = LocalDeployments(store, group_id, region,
+                                  check=lambda connectors: _check_platforms(connectors, args.allow_platform_mismatch))
+        current = source.current()
+        if current is None:
+            raise CLIError(f"group {group_id} has no deployment to run: `ggic create-deployment --group-id "
+                           f"{group_id} --deployment-type NewDeployment` first")
+    except (GroupNotFoundError, BadRequestError) as exc:
+        raise CLIError(str(exc)) from None
+    config = runtime_config(args, region)
+    logging.getLogger().addHandler(system_log_handler(config.system_log, config.log_max_bytes))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        runtime = start_group_runtime(config, source, args.lambdas or [])
+    except (RuntimeStartError, GroupNotFoundError, BadRequestError) as exc:
+        raise CLIError(str(exc)) from None
+    log.info("group %s: serving deployment %s (group version %s)", group_id, current["DeploymentId"],
+             current["GroupVersionId"])
+    stop.wait()
+    runtime.stop()
+    return 0
+
+
+def add_commands(commands, common: argparse.ArgumentParser) -> None:
+    run = commands.add_parser("run", parents=[common], help="run the local Greengrass runtime in the foreground")
+    run.add_argument("--connector-definition", metavar="ID|NAME")
+    run.add_argument("--group", metavar="ID|NAME",
+                     help="serve the group's deployed version and apply its new deployments without a gap")
+    run.add_argument("--lambda", dest="lambdas", action="append", metavar="CODE[@RUNTIME]",
+                     help="a long-lived user Lambda: path/to/file.py[:handler] or package.module, optionally on a "
+                          "runtime: @python2.7, @python3.7, @python3.8, ... or @/path/to/python (default: ggic's own "
+                          "Python and its packages); repeatable")
+    run.add_argument("--region")
+    run.add_argument("--host", default="127.0.0.1", help="IPC address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="IPC port, 0 for any free one (default 8000)")
+    run.add_argument("--greengrass-root", type=Path, help="log root (default <state-dir>/greengrass)")
+    run.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                     help="refuse invocations with a larger body before reading it (default 32 MiB)")
+    run.add_argument("--engine", choices=("mxnet", "onnxruntime"),
+                     help="inference engine of the connectors (default mxnet; onnxruntime needs the onnx extra)")
+    from connector.image_classification.supervisor import parse_workers
+    run.add_argument("--workers", type=parse_workers, default=1, metavar="N|auto",
+                     help="inference workers per connector, each with cores/workers engine threads; "
+                          "LocalInferenceServiceMemoryLimitKB is shared between them (default 1: the fastest answer "
+                          "to one caller; 'auto': as many as the cores and the limit allow, the most requests/s "
+                          "for concurrent callers)")
+    run.add_argument("--connector-hosting", choices=("native", "lambda"), default="native",
+                     help="native (default): the connectors run in the runtime's process, each request handed "
+                          "straight to the connector; lambda: each in a Lambda function process of its own, taking "
+                          "one request at a time, as a Greengrass core runs it")
+    run.add_argument("--connector-package", type=Path, metavar="DIR",
+                     help="with --connector-hosting lambda: run the connectors from this unpacked Lambda deployment "
+                          "package (make lambda-zip), as a core runs it")
+    run.add_argument("--max-image-pixels", type=int,
+                     help="refuse images whose header claims more pixels, before decoding (default 8192x8192)")
+    run.add_argument("--max-queued-requests", type=int, default=DEFAULT_MAX_WORK_ITEMS,
+                     help="per function; beyond it callers get a busy error (maxWorkItemCount, default 1024)")
+    run.add_argument("--log-max-bytes", type=int, default=DEFAULT_LOG_MAX_BYTES,
+                     help="rotate each log file past this size (default 5 MiB, 3 old files kept)")
+    run.add_argument("--subscription-definition", metavar="ID|NAME",
+                     help="route iot-data publishes through this subscription definition's subscriptions")
+    run.add_argument("--mqtt-broker", type=_broker_address, metavar="HOST:PORT",
+                     help="the MQTT broker that is the subscriptions' `cloud` (needed when one names cloud)")
+    run.add_argument("--mqtt-client-id", help="client id at the broker (default ggic-<thing or host name>)")
+    run.add_argument("--mqtt-max-queued", type=int, default=DEFAULT_MQTT_MAX_QUEUED,
+                     help="messages for the cloud kept while the broker is away; beyond, they are dropped "
+                          f"(default {DEFAULT_MQTT_MAX_QUEUED})")
+    run.add_argument("--allow-platform-mismatch", action="store_true",
+                     help="run connectors built for another platform than this machine's (testing only; "
+                          "also GGIC_ALLOW_PLATFORM_MISMATCH=1)")
+    run.add_argument("--verbose", action="store_true")
+    run.set_defaults(func=cmd_run)

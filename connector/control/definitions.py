@@ -1,0 +1,101 @@
+"""Connector, resource and subscription definitions kept in the state directory, shaped like the Greengrass API's.
+
+`ggic create-connector-definition` (and `create-resource-definition`) stores what `aws greengrass
+create-connector-definition` would create, and prints the same response; `ggic run --connector-definition ID|NAME`
+reads it back, and a group version names a definition by its version ARN (`get_version`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List
+
+from connector.core.runtime import DEFAULT_ACCOUNT_ID
+
+
+class DefinitionNotFoundError(LookupError):
+    """No definition has that Id, Name or version ARN."""
+
+
+@dataclass
+class ConnectorDefinitionStore:
+    state_dir: Path
+    region: str
+    account_id: str = DEFAULT_ACCOUNT_ID
+    kind: ClassVar[str] = "connectors"  # the Greengrass ARN's definition kind, and the folder name
+    label: ClassVar[str] = "connector definition"
+
+    @property
+    def directory(self) -> Path:
+        return self.state_dir / "definitions" / self.kind
+
+    def create(self, name: str, initial_version: Dict[str, Any], tags: Dict[str, str] | None = None) -> Dict[str, Any]:
+        definition_id = str(uuid.uuid4())
+        version_id = str(uuid.uuid4())
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        arn = f"arn:aws:greengrass:{self.region}:{self.account_id}:/greengrass/definition/{self.kind}/{definition_id}"
+        response = {
+            "Arn": arn,
+            "CreationTimestamp": now,
+            "Id": definition_id,
+            "LastUpdatedTimestamp": now,
+            "LatestVersion": version_id,
+            "LatestVersionArn": f"{arn}/versions/{version_id}",
+        }
+        if name:
+            response["Name"] = name
+        record = {"Definition": response, "Version": initial_version, "tags": tags or {}}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        path = self.directory / f"{definition_id}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=2))
+        os.replace(temporary, path)
+        return response
+
+    def all(self) -> List[Dict[str, Any]]:
+        if not self.directory.is_dir():
+            return []
+        records = [json.loads(p.read_text()) for p in self.directory.glob("*.json")]
+        return sorted(records, key=lambda r: r["Definition"]["CreationTimestamp"])
+
+    def get(self, id_or_name: str) -> Dict[str, Any]:
+        """The stored record for an Id, or for a Name (the newest definition of that name)."""
+        records = self.all()
+        by_id = [r for r in records if r["Definition"]["Id"] == id_or_name]
+        matches = by_id or [r for r in records if r["Definition"].get("Name") == id_or_name]
+        if not matches:
+            known = ", ".join(f"{r['Definition'].get('Name', '-')} ({r['Definition']['Id']})" for r in records)
+            raise DefinitionNotFoundError(
+                f"no {self.label} {id_or_name!r} in {self.directory} (known: {known or 'none'})")
+        return matches[-1]
+
+    def get_version(self, version_arn: str) -> Dict[str, Any]:
+        """The stored record whose (only) version has this ARN, as a group version names it."""
+        records = self.all()
+        for record in records:
+            if record["Definition"]["LatestVersionArn"] == version_arn:
+                return record
+        known = ", ".join(r["Definition"]["LatestVersionArn"] for r in records)
+        raise DefinitionNotFoundError(
+            f"{version_arn!r} is not the version ARN of a {self.label} in {self.directory} "
+            f"(known: {known or 'none'})")
+
+
+class ResourceDefinitionStore(ConnectorDefinitionStore):
+    """Resource definitions (`ggic create-resource-definition`), stored like connector definitions."""
+
+    kind: ClassVar[str] = "resources"
+    label: ClassVar[str] = "resource definition"
+
+
+class SubscriptionDefinitionStore(ConnectorDefinitionStore):
+    """Subscription definitions (`ggic create-subscription-definition`), stored like connector definitions."""
+
+    kind: ClassVar[str] = "subscriptions"
+    label: ClassVar[str] = "subscription definition"

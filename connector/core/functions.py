@@ -1,0 +1,222 @@
+"""The process of each long-lived function, and its lifecycle.
+
+States (`connector.contract.supervision`, shared with a connector's inference workers): STARTING (process spawned, handler module loading) → READY (it reported a successful initialization) →
+... → STOPPED. A process that exits while READY is reaped: the invocation it held gets an Unhandled error naming
+the exit status, and the process is started again after a back-off that doubles on each consecutive crash
+(the queue keeps the waiting requests meanwhile). A process that fails to initialize goes to FAILED_INIT and is
+retried with the same back-off; `ggic run` refuses to come up while a connector is in that state. A process that
+holds an invocation past its timeout (plus grace) is stuck: the runtime kills it, and it is reaped like a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+from connector.contract.environment import HANDLER_ENV
+from connector.contract.processes import describe_exit
+from connector.contract.supervision import Backoff, State, stop_process, watch_exit
+from connector.core.interpreters import Interpreter, runtime_name
+from connector.core.invocations import FunctionQueue
+from connector.core.lambda_site import RUNTIME_SCRIPT
+from connector.core.logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, RotatingLogFile, pump
+
+log = logging.getLogger("ggic.runtime")
+
+STOP_GRACE_S = 5.0
+# Variables that point a Python at the runtime's own installation; a Lambda on another Python must not inherit them.
+_FOREIGN_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")
+
+
+@dataclass
+class FunctionSpec:
+    """What to run for one function and with which environment."""
+
+    arn: str
+    handler: str                       # `package.module.function` or `/path/file.py:function`
+    log_path: Path
+    encoding: str = "json"             # how the event reaches the handler: JSON-decoded or raw bytes
+    environment: Dict[str, str] = field(default_factory=dict)
+    working_dir: Optional[Path] = None
+    is_connector: bool = False
+    timeout_s: Optional[float] = None        # per invocation, queueing included
+    log_max_bytes: int = DEFAULT_MAX_BYTES
+    log_backups: int = DEFAULT_BACKUPS
+    interpreter: Optional[Interpreter] = None  # its runtime's Python; None: the runtime's own, with its packages
+
+    @property
+    def name(self) -> str:
+        return self.arn.split(":function:", 1)[-1]
+
+    @property
+    def runtime(self) -> str:
+        """The Lambda runtime it runs on, as AWS names it (python3.8); the runtime's own Python says so."""
+        return self.interpreter.runtime if self.interpreter else f"{runtime_name(sys.version_info)} (ggic's own)"
+
+    @property
+    def python(self) -> str:
+        return self.interpreter.path if self.interpreter else sys.executable
+
+
+class FunctionProcess:
+    """Owns one function's process: spawns it, reaps it, restarts it, stops it."""
+
+    def __init__(self, spec: FunctionSpec, queue: FunctionQueue, core_environment: Dict[str, str],
+                 lambda_site: Path) -> None:
+        self.spec = spec
+        self.queue = queue
+        self.core_environment = core_environment
+        self.lambda_site = lambda_site  # the runtime loop and the core-side modules (lambda_site.py)
+        self.state = State.STOPPED
+        self.init_error = ""
+        self.restarts = 0
+        self._process: Optional[subprocess.Popen] = None
+        self.worker_id = ""
+        self._lock = threading.Lock()
+        self._state_changed = threading.Condition(self._lock)
+        self._stopping = False
+        self._backoff = Backoff()
+        self._log: Optional[RotatingLogFile] = None
+        self._pump: Optional[threading.Thread] = None
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            self._stopping = False
+            self._spawn_locked()
+
+    def _environment(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        if self.spec.interpreter is not None:  # another Python: nothing of the runtime's own Python on its path
+            for name in _FOREIGN_PYTHON_VARIABLES:
+                env.pop(name, None)
+        env.update(self.core_environment)
+        env.update(self.spec.environment)
+        env.update({
+            "MY_FUNCTION_ARN": self.spec.arn,
+            HANDLER_ENV: self.spec.handler,
+            "ENCODING_TYPE": self.spec.encoding,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONIOENCODING": "utf-8",  # Python 2 writes non-ASCII log lines to the pipe instead of failing
+        })
+        return env
+
+    def _spawn_locked(self) -> None:
+        if self._log is None:
+            self._log = RotatingLogFile(self.spec.log_path, self.spec.log_max_bytes, self.spec.log_backups)
+        self._process = subprocess.Popen(
+            [self.spec.python, str(self.lambda_site / RUNTIME_SCRIPT)],
+            env=self._environment(), cwd=str(self.spec.working_dir or Path.cwd()),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._pump = pump(self._process.stdout, self._log)
+        self.worker_id = str(uuid.uuid4())
+        self._set_state_locked(State.STARTING)
+        log.info("started %s on %s (%s, pid %d, worker %s), log %s", self.spec.arn, self.spec.runtime,
+                 self.spec.python, self._process.pid, self.worker_id, self.spec.log_path)
+        process = self._process
+        watch_exit(process, lambda returncode: self._reaped(process, returncode), f"reap-{self.spec.name}")
+
+    def _set_state_locked(self, state: State) -> None:
+        self.state = state
+        self._state_changed.notify_all()
+
+    def initialized(self, success: bool, response: str) -> None:
+        """The function's runtime loop reported (PUT .../initialized)."""
+        with self._lock:
+            if success:
+                self._backoff.recovered()
+                self.init_error = ""
+                self._set_state_locked(State.READY)
+            else:
+                self.init_error = response
+                self._set_state_locked(State.FAILED_INIT)
+        if success:
+            log.info("%s is ready", self.spec.arn)
+        else:
+            log.error("%s failed to initialize: %s", self.spec.arn, response)
+
+    def wait_settled(self, timeout: float) -> State:
+        """Wait until the function is READY or has failed its initialization (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.state == State.STARTING and time.monotonic() < deadline:
+                self._state_changed.wait(deadline - time.monotonic())
+            return self.state
+
+    def _reaped(self, process: subprocess.Popen, returncode: int) -> None:
+        with self._lock:
+            if self._stopping or process is not self._process:
+                return
+            how = describe_exit(returncode)
+            was = self.state
+            never_ready = was in (State.STARTING, State.FAILED_INIT)
+            if was == State.STARTING:  # died before it could report: an initialization failure
+                self.init_error = self.init_error or f"the process ended during initialization ({how})"
+            lost = self.queue.fail_in_flight(
+                f"function {self.spec.arn} ended unexpectedly ({how}) while handling this request")
+            self.restarts += 1
+            delay = self._backoff.failed()
+            self._set_state_locked(State.FAILED_INIT if never_ready else State.BACKOFF)
+        log.error("%s ended (%s) in state %s; %d request(s) in flight answered with an Unhandled error; "
+                  "restarting in %.0f s", self.spec.arn, how, was.value, lost, delay)
+        timer = threading.Timer(delay, self._restart)
+        timer.daemon = True
+        timer.start()
+
+    def _restart(self) -> None:
+        with self._lock:
+            if not self._stopping:
+                self._spawn_locked()
+
+    def kill_stuck(self, overdue: int) -> None:
+        """The process kept invocations past their timeout: it is stuck; kill it (the reaper restarts it)."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        log.error("%s held %d invocation(s) past its %s s timeout; killing process %d", self.spec.arn, overdue,
+                  f"{self.spec.timeout_s:g}", process.pid)
+        process.kill()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            process = self._process
+            self._set_state_locked(State.STOPPED)
+        if process is not None:
+            stop_process(process, STOP_GRACE_S)
+
+    def close_log(self) -> None:
+        """After `stop`: close the log file once the process's last output is in (a retired generation)."""
+        if self._pump is not None:
+            self._pump.join(STOP_GRACE_S)  # a child that outlives the process may hold the pipe a little longer
+        if self._log is not None and (self._pump is None or not self._pump.is_alive()):
+            self._log.close()
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._process.pid if self._process else None
+
+    def supervisor_status(self) -> None:
+        """A function process reports no inference workers (a connector in one is seen only as its process)."""
+        return None
+
+    def health(self) -> Dict[str, object]:
+        """A worker health information object, as the Greengrass health check API reports one."""
+        state = {
+            State.STARTING: "Starting",
+            State.READY: "Working" if self.queue.in_flight else "Waiting",
+            State.FAILED_INIT: "FailedInitialization",
+            State.BACKOFF: "NotStarted",
+            State.STOPPED: "Terminated",
+        }[self.state]
+        return {"FuncArn": self.spec.arn, "WorkerId": self.worker_id, "ProcessId": self.pid or 0,
+                "WorkerState": state}

@@ -1,0 +1,375 @@
+"""The Greengrass v1 Lambda IPC HTTP server (API version 2016-11-01).
+
+Routes, all under `/2016-11-01/functions/<function ARN, raw>` and all requiring `Authorization: <token>`:
+
+| method | path suffix    | who calls it                | what it does                                           |
+|--------|----------------|-----------------------------|--------------------------------------------------------|
+| POST   | (none)         | a caller (SDK `invoke`)     | queue an invocation, answer `X-Amz-InvocationId`       |
+| GET    | (none)         | the caller, with that id    | long-poll the result; `X-Amz-Function-Error` always set |
+| GET    | `/work`        | the function's runtime loop | long-poll the next invocation                          |
+| POST   | `/work`        | the function's runtime loop | post the result (or a Handled error)                   |
+| PUT    | `/initialized` | the function's runtime loop | report whether the handler module loaded               |
+
+A POST to the router function (`arn:aws:lambda:::function:GGRouter`, what greengrasssdk's `iot-data` publish
+sends) goes to the `router.Router` instead of a queue: 202 with a fresh `X-Amz-InvocationId` when routed, 400 when
+the client context is not a publish's, 429 when an AllOrError publish finds a target full.
+
+Errors are answered as JSON `{"errorMessage": ...}` with a 4xx/5xx status; the IPC client raises on them.
+
+Read-only routes answer without a token (the server listens on loopback): the Greengrass health check API
+`GET`/`POST /2016-11-01/health/workers` (every function's worker, as a core reports it), `GET /health` (200 when
+every function, and every connector's inference worker, can answer; 503 with the reasons otherwise) and
+`GET /metrics` (Prometheus).
+
+Each work item handed to a function with a timeout carries `Lambda-Runtime-Deadline-Ms` (epoch milliseconds, as
+the AWS Lambda runtime API sends it), so the function knows how much of its time the queue has already used.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.server
+import json
+import logging
+import select
+import socket
+import socketserver
+import sys
+import time
+import uuid
+from typing import Callable, Dict, List, Optional, Tuple
+
+from connector.core.invocations import (
+    EVENT,
+    HANDLED,
+    INVOCATION_TYPES,
+    Dispatcher,
+    FunctionNotFoundError,
+    InvocationNotFoundError,
+    QueueFullError,
+    unqualified_arn,
+)
+from connector.core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from connector.core.metrics import RuntimeMetrics
+from connector.contract.greengrass import ROUTER_FUNCTION_ARN
+from connector.core.router import PublishRefusedError, PublishRejectedError, Router, parse_publish
+
+log = logging.getLogger("ggic.ipc")
+
+API_PREFIX = "/2016-11-01/functions/"
+HEALTH_PATH = "/2016-11-01/health/workers"
+READINESS_PATH = "/health"
+METRICS_PATH = "/metrics"
+DEADLINE_HEADER = "Lambda-Runtime-Deadline-Ms"
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+_POLL_SLICE_S = 1.0
+
+# Called with (function_arn, success, response_text) when a function reports its initialization.
+InitializationListener = Callable[[str, bool, str], None]
+# Returns {function ARN: worker health information object} for the health check API.
+HealthReporter = Callable[[], Dict[str, dict]]
+# Returns the runtime's readiness report: {"ready": bool, "functions": [...]}.
+ReadinessReporter = Callable[[], dict]
+
+
+class IPCError(Exception):
+    """An error answered to the IPC client with an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def split_path(path: str) -> Tuple[str, str]:
+    """`/2016-11-01/functions/<arn>[/work|/initialized]` → (arn, suffix)."""
+    if not path.startswith(API_PREFIX):
+        raise IPCError(404, f"no such route: {path}")
+    rest = path[len(API_PREFIX):].split("?", 1)[0]
+    for suffix in ("/work", "/initialized"):
+        if rest.endswith(suffix):
+            return rest[: -len(suffix)], suffix
+    return rest, ""
+
+
+class IPCServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """One thread per connection; connections are kept alive, long polls hold their thread."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: Tuple[str, int], dispatcher: Dispatcher, token: str,
+                 on_initialized: Optional[InitializationListener] = None,
+                 workers: Optional[HealthReporter] = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 readiness: Optional[ReadinessReporter] = None,
+                 metrics: Optional[RuntimeMetrics] = None,
+                 router: Optional[Router] = None) -> None:
+        self.dispatcher = dispatcher
+        self.router = router
+        self.token = token
+        self.on_initialized = on_initialized or (lambda arn, ok, text: None)
+        self.workers = workers or dict
+        self.max_body_bytes = max_body_bytes
+        self.readiness = readiness or (lambda: {"ready": True, "functions": []})
+        self.metrics = metrics
+        self.stopping = False
+        super().__init__(address, _Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        super().shutdown()
+
+    def handle_error(self, request, client_address) -> None:
+        """A peer that went away mid-request (a stopped function's long poll) is normal: no traceback on stderr."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            log.debug("connection from %s closed by the peer", client_address)
+            return
+        log.exception("IPC connection from %s failed", client_address)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, the second waits for the peer's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
+    server: IPCServer
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+
+    def log_message(self, fmt: str, *args) -> None:  # route access logs through logging, at DEBUG
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            path = self.path.split("?", 1)[0]
+            if path in (HEALTH_PATH, READINESS_PATH, METRICS_PATH):
+                {HEALTH_PATH: self._health, READINESS_PATH: self._readiness, METRICS_PATH: self._metrics}[path](method)
+                return
+            self._authorize()
+            arn, suffix = split_path(self.path)
+            route = {
+                ("POST", ""): self._invoke,
+                ("GET", ""): self._get_result,
+                ("GET", "/work"): self._get_work,
+                ("POST", "/work"): self._post_result,
+                ("PUT", "/initialized"): self._initialized,
+            }.get((method, suffix))
+            if route is None:
+                raise IPCError(405, f"{method} is not supported on {self.path}")
+            route(arn)
+        except IPCError as exc:
+            self._send_error(exc.status, str(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # never let one request take the server down
+            log.exception("IPC request %s %s failed", method, self.path)
+            self._send_error(500, f"internal error in the Greengrass runtime: {exc}")
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def _authorize(self) -> None:
+        supplied = self.headers.get("Authorization", "")
+        if not supplied or not hmac.compare_digest(supplied.encode(), self.server.token.encode()):
+            self.close_connection = True  # the body, if any, is left unread
+            reason = "missing" if not supplied else "not valid for this runtime"
+            raise IPCError(401, f"the Authorization token is {reason}: use the AWS_CONTAINER_AUTHORIZATION_TOKEN "
+                                f"of this runtime (see `ggic env`)")
+
+    def _read_body(self) -> bytes:
+        length_text = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            raise IPCError(411, "chunked request bodies are not supported: send Content-Length")
+        length = int(length_text or 0)
+        if length > self.server.max_body_bytes:
+            self.close_connection = True  # refuse before reading a byte of it
+            raise IPCError(413, f"request body of {length} bytes exceeds the runtime's limit of "
+                                f"{self.server.max_body_bytes} bytes")
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes = b"", headers: Optional[dict] = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def _send_error(self, status: int, message: str) -> None:
+        body = json.dumps({"errorMessage": message}).encode("utf-8")
+        try:
+            self._send(status, body, {"Content-Type": "application/json"})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _client_gone(self) -> bool:
+        """True when the peer closed its end (a long-polling process that died)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    # --- routes --------------------------------------------------------------------------------------------
+
+    def _health(self, method: str) -> None:
+        workers = self.server.workers()
+        if method == "GET":
+            answer: object = list(workers.values())
+        elif method == "POST":
+            try:
+                wanted = json.loads(self._read_body())["FuncArns"]
+                if not isinstance(wanted, list) or not all(isinstance(arn, str) for arn in wanted):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                raise IPCError(400, 'Invalid request: use {"FuncArns":["function-1-arn","function-2-arn"]}')
+            found: List[dict] = []
+            invalid: List[str] = []
+            for arn in wanted:
+                worker = workers.get(unqualified_arn(arn))
+                if worker is None:
+                    invalid.append(arn)
+                else:
+                    found.append(worker)
+            answer = {"Workers": found, "InvalidArns": invalid}
+        else:
+            raise IPCError(405, f"{method} is not supported on {HEALTH_PATH}")
+        self._send(200, json.dumps(answer).encode("utf-8"), {"Content-Type": "application/json"})
+
+    def _readiness(self, method: str) -> None:
+        if method != "GET":
+            raise IPCError(405, f"{method} is not supported on {READINESS_PATH}")
+        report = self.server.readiness()
+        self._send(200 if report.get("ready") else 503, json.dumps(report).encode("utf-8"),
+                   {"Content-Type": "application/json"})
+
+    def _metrics(self, method: str) -> None:
+        if method != "GET" or self.server.metrics is None:
+            raise IPCError(405 if method != "GET" else 404, f"{method} {METRICS_PATH} is not available")
+        self._send(200, self.server.metrics.render(), {"Content-Type": METRICS_CONTENT_TYPE})
+
+    def _refuse(self, arn: str, reason: str) -> None:
+        if self.server.metrics is not None:
+            self.server.metrics.refuse(unqualified_arn(arn), reason)
+
+    def _read_invocation_body(self, arn: str) -> bytes:
+        """The body of an invocation; one over the size limit is refused, and counted as such."""
+        try:
+            return self._read_body()
+        except IPCError as exc:
+            if exc.status == 413:
+                self._refuse(arn, "too-large")
+            raise
+
+    def _invoke(self, arn: str) -> None:
+        if unqualified_arn(arn) == ROUTER_FUNCTION_ARN:
+            self._publish()
+            return
+        invocation_type = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+        if invocation_type not in INVOCATION_TYPES:
+            self._read_body()
+            raise IPCError(400, f"X-Amz-Invocation-Type {invocation_type!r} is not one of {INVOCATION_TYPES}")
+        payload = self._read_invocation_body(arn)
+        client_context = self.headers.get("X-Amz-Client-Context", "")
+        try:
+            invocation = self.server.dispatcher.submit(arn, payload, client_context, invocation_type)
+        except FunctionNotFoundError as exc:
+            raise IPCError(404, str(exc)) from None
+        except QueueFullError as exc:
+            self._refuse(arn, "busy")
+            raise IPCError(429, str(exc)) from None
+        status = 202 if invocation_type == EVENT else 200
+        self._send(status, headers={"X-Amz-InvocationId": invocation.id})
+
+    def _publish(self) -> None:
+        """greengrasssdk's `iot-data` publish: route the body through the subscription table."""
+        payload = self._read_invocation_body(ROUTER_FUNCTION_ARN)
+        if self.server.router is None:
+            raise IPCError(404, "this Greengrass runtime routes no publishes (it has no router)")
+        try:
+            self.server.router.publish(parse_publish(self.headers.get("X-Amz-Client-Context", ""), payload))
+        except PublishRejectedError as exc:
+            raise IPCError(400, str(exc)) from None
+        except PublishRefusedError as exc:
+            self._refuse(ROUTER_FUNCTION_ARN, "busy")
+            raise IPCError(429, str(exc)) from None
+        self._send(202, headers={"X-Amz-InvocationId": str(uuid.uuid4())})  # greengrasssdk does not use it
+
+    def _get_result(self, arn: str) -> None:
+        if unqualified_arn(arn) == ROUTER_FUNCTION_ARN:
+            raise IPCError(404, "a publish to GGRouter has no result to collect")
+        invocation_id = self.headers.get("X-Amz-InvocationId", "")
+        try:
+            invocation = self.server.dispatcher.result(invocation_id)
+        except InvocationNotFoundError as exc:
+            raise IPCError(404, str(exc)) from None
+        while not invocation.wait(_POLL_SLICE_S):
+            if self.server.stopping:
+                raise IPCError(503, "the Greengrass runtime is stopping")
+            if self._client_gone():  # nobody will come back for this answer
+                self.server.dispatcher.forget(invocation_id)
+                self.close_connection = True
+                return
+        self._send(200, invocation.result or b"", {"X-Amz-Function-Error": invocation.function_error})
+        self.server.dispatcher.forget(invocation_id)
+
+    def _get_work(self, arn: str) -> None:
+        try:
+            queue = self.server.dispatcher.queue(arn)
+        except FunctionNotFoundError as exc:
+            raise IPCError(404, str(exc)) from None
+        while True:
+            if self.server.stopping:
+                raise IPCError(503, "the Greengrass runtime is stopping")
+            invocation = queue.take(_POLL_SLICE_S, still_wanted=lambda: not self._client_gone())
+            if invocation is not None:
+                break
+            if self._client_gone():
+                self.close_connection = True
+                return
+        headers = {"X-Amz-InvocationId": invocation.id, "X-Amz-Client-Context": invocation.client_context}
+        remaining_ms = invocation.remaining_ms()
+        if remaining_ms is not None:
+            headers[DEADLINE_HEADER] = str(int(time.time() * 1000) + remaining_ms)
+        self._send(200, invocation.payload, headers)
+
+    def _post_result(self, arn: str) -> None:
+        payload = self._read_body()
+        invocation_id = self.headers.get("X-Amz-InvocationId", "")
+        function_error = self.headers.get("X-Amz-Function-Error", "")
+        if function_error not in ("", HANDLED):
+            raise IPCError(400, f"X-Amz-Function-Error {function_error!r} is not 'Handled'")
+        try:
+            queue = self.server.dispatcher.queue(arn)
+            queue.complete(invocation_id, payload, function_error)
+        except (FunctionNotFoundError, InvocationNotFoundError) as exc:
+            raise IPCError(404, str(exc)) from None
+        self._send(202)
+
+    def _initialized(self, arn: str) -> None:
+        body = self._read_body()
+        try:
+            report = json.loads(body or b"{}")
+            success, response = bool(report.get("Success")), str(report.get("Response", ""))
+        except (ValueError, AttributeError):
+            raise IPCError(400, "the initialization result must be JSON {\"Success\": bool, \"Response\": str}")
+        try:
+            self.server.dispatcher.queue(arn)
+        except FunctionNotFoundError as exc:
+            raise IPCError(404, str(exc)) from None
+        self.server.on_initialized(arn, success, response)
+        self._send(202)

@@ -1,0 +1,428 @@
+"""The local Greengrass runtime behind `ggic run`: one IPC server plus the long-lived functions of a group.
+
+It gives every function the environment a Greengrass core gives a Lambda, hosts each connector of the catalog
+under its function's ARN (image classification: `arn:aws:lambda:<region>:aws:function:GG-ML-INF-image-
+classification-<LocalInferenceServiceName>`, ML Feedback: `...:function:MLFeedback`), in the runtime's own process
+(`native.py`, the default) or as a Lambda function process like a core (`--connector-hosting lambda`), and writes
+`<state-dir>/env` so that other processes (`ggic env`, `ggic invoke`) can act as Lambdas of it. It knows the
+connectors only through the catalog and the hosting contract (`connector.contract`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from connector.contract.catalog import connector_spec
+from connector.contract.environment import CONNECTOR_ARN_ENV, CONNECTOR_ID_ENV
+from connector.contract.greengrass import ROUTER_FUNCTION_ARN
+from connector.contract.hosting import ConnectorSettings, HostServices
+from connector.contract.status import SupervisorStatus
+from connector.contract.supervision import State
+from connector.core.functions import FunctionProcess, FunctionSpec
+from connector.core.interpreters import InterpreterNotFoundError, RuntimeNotSupportedError, resolve
+from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS, REQUEST_RESPONSE, Dispatcher, Invocation, unqualified_arn
+from connector.core.ipc_server import DEFAULT_MAX_BODY_BYTES, IPCServer
+from connector.core.lambda_site import build_lambda_site
+from connector.core.logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from connector.core.metrics import RuntimeMetrics, function_name
+from connector.core.mqtt_bridge import DEFAULT_MAX_QUEUED, MqttBridge, default_client_id
+from connector.core.native import NativeFunction
+from connector.core.router import (
+    CLOUD_ENDPOINT,
+    Publish,
+    Router,
+    SubscriptionError,
+    SubscriptionTable,
+    hosting_problems,
+)
+
+log = logging.getLogger("ggic.runtime")
+
+# What greengrasssdk 1.6.1 and the ML SDK expect from a Greengrass 1.11 core.
+GGC_MAX_INTERFACE_VERSION = "1.5"
+SHADOW_FUNCTION_ARN = "arn:aws:lambda:::function:GGShadowService"
+SECRETS_MANAGER_FUNCTION_ARN = "arn:aws:lambda:::function:GGSecretManager:1"
+DEFAULT_ACCOUNT_ID = "000000000000"
+CLIENT_FUNCTION_NAME = "ggic-client"
+INITIALIZATION_TIMEOUT_S = 300.0
+NATIVE, LAMBDA = "native", "lambda"  # how the runtime hosts its connectors (--connector-hosting)
+CONNECTOR_HOSTINGS = (NATIVE, LAMBDA)
+# Hosted functions: a connector in the runtime's process, or any function in a process of its own.
+HostedFunction = Union[NativeFunction, FunctionProcess]
+
+
+class RuntimeStartError(RuntimeError):
+    """The runtime could not come up (a port in use, a connector that failed to initialize, ...)."""
+
+
+@dataclass
+class RuntimeConfig:
+    state_dir: Path
+    region: str
+    account_id: str = DEFAULT_ACCOUNT_ID
+    host: str = "127.0.0.1"
+    port: int = 8000
+    greengrass_root: Optional[Path] = None
+    max_work_items: int = DEFAULT_MAX_WORK_ITEMS
+    max_request_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_max_bytes: int = DEFAULT_MAX_BYTES
+    log_backups: int = DEFAULT_BACKUPS
+    max_image_pixels: Optional[int] = None
+    engine: Optional[str] = None  # "mxnet" (default) or "onnxruntime", for every connector
+    workers: int | str = 1  # inference workers per connector (cores / workers engine threads each), or "auto"
+    connector_hosting: str = NATIVE  # or LAMBDA: each connector in a function process, as a Greengrass core runs it
+    connector_package: Optional[Path] = None  # LAMBDA: run the connectors from this unpacked `make lambda-zip`
+    mqtt_broker: Optional[Tuple[str, int]] = None  # the `cloud` of the subscriptions (host, port)
+    mqtt_client_id: Optional[str] = None           # default ggic-<thing or host name>
+    mqtt_max_queued: int = DEFAULT_MAX_QUEUED      # messages for the cloud kept while the broker is away
+
+    @property
+    def root(self) -> Path:
+        return self.greengrass_root or self.state_dir / "greengrass"
+
+    @property
+    def user_log_dir(self) -> Path:
+        return self.root / "ggc" / "var" / "log" / "user" / self.region
+
+    @property
+    def system_log(self) -> Path:
+        return self.root / "ggc" / "var" / "log" / "system" / "runtime.log"
+
+    @property
+    def connector_settings(self) -> ConnectorSettings:
+        return ConnectorSettings(model_cache=self.state_dir / "model-cache", engine=self.engine,
+                                 workers=self.workers, max_image_pixels=self.max_image_pixels)
+
+
+@dataclass
+class ConnectorDeployment:
+    """One connector of the connector definition, as the runtime hosts it."""
+
+    connector_id: str
+    connector_arn: str
+    function_arn: str
+    parameters: Dict[str, str] = field(default_factory=dict)
+
+
+def lambda_function_spec(target: str, config: RuntimeConfig) -> FunctionSpec:
+    """`--lambda PATH.py[:handler][@RUNTIME]` or `--lambda package.module[@RUNTIME]` → a function of this runtime.
+
+    RUNTIME is a Lambda runtime name (python2.7, python3.8, ...) or an interpreter's path; without one the function
+    runs on the runtime's own Python, with the packages installed beside ggic.
+    """
+    code, _, runtime = target.rpartition("@") if "@" in target and not Path(target).exists() else (target, "", "")
+    interpreter = None
+    if runtime:
+        try:
+            interpreter = resolve(runtime)
+        except (InterpreterNotFoundError, RuntimeNotSupportedError) as exc:
+            raise RuntimeStartError(f"--lambda {target}: {exc}") from None
+    path_text, with_handler, handler_name = code.partition(".py:")
+    path = Path(path_text + ".py") if with_handler else Path(code)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise RuntimeStartError(f"--lambda {target}: no such file {path}")
+        name, handler = path.stem, f"{path.resolve()}:{handler_name or 'function_handler'}"
+        working_dir = path.resolve().parent
+    else:
+        name, handler, working_dir = code.rsplit(".", 1)[-1], f"{code}.function_handler", None
+    name = re.sub(r"[^a-zA-Z0-9_-]", "-", name)
+    arn = f"arn:aws:lambda:{config.region}:{config.account_id}:function:{name}"
+    return FunctionSpec(arn=arn, handler=handler, working_dir=working_dir, interpreter=interpreter,
+                        log_path=config.user_log_dir / config.account_id / f"{name}.log",
+                        log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
+
+
+def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfig) -> FunctionSpec:
+    """The function of a connector: its catalog handler, binary encoding, its parameters (and, for a function
+    process, the runtime's connector settings) as environment, its timeout as the catalog names it. A qualified ARN
+    (`...:function:NAME:QUALIFIER`, a group deployment's generation) keeps the function's log file."""
+    catalog = connector_spec(connector.connector_arn)
+    name = connector.function_arn.split(":function:", 1)[1].split(":", 1)[0]
+    environment = dict(connector.parameters)
+    environment.update(config.connector_settings.environment())
+    environment.update({CONNECTOR_ARN_ENV: connector.connector_arn, CONNECTOR_ID_ENV: connector.connector_id})
+    return FunctionSpec(arn=connector.function_arn, handler=catalog.handler, encoding="binary",
+                        environment=environment, log_path=config.user_log_dir / "aws" / f"{name}.log",
+                        working_dir=config.connector_package, is_connector=True, timeout_s=catalog.function_timeout_s(connector.parameters),
+                        log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
+
+
+class Runtime:
+    """Starts the IPC server and the functions, reports readiness, stops everything on request."""
+
+    dispatcher_class = Dispatcher  # deployments.GroupRuntime routes invocations between generations
+
+    def __init__(self, config: RuntimeConfig, connectors: List[ConnectorDeployment],
+                 lambdas: List[str], subscriptions: Sequence[Mapping[str, str]] = ()) -> None:
+        self.config = config
+        self.token = secrets.token_urlsafe(32)  # fresh for every start
+        self.metrics = RuntimeMetrics(self.snapshot)
+        self.dispatcher = self.dispatcher_class(on_finished=self.metrics.observe)
+        self.connectors: Dict[str, ConnectorDeployment] = {c.function_arn: c for c in connectors}
+        self.specs: List[FunctionSpec] = [connector_function_spec(c, config) for c in connectors]
+        self.specs += [lambda_function_spec(target, config) for target in lambdas]
+        self.functions: Dict[str, HostedFunction] = {}
+        self.server: Optional[IPCServer] = None
+        self.lambda_site: Optional[Path] = None  # built at start: see lambda_site.py
+        self._server_thread: Optional[threading.Thread] = None
+        arns = [spec.arn for spec in self.specs]
+        duplicates = sorted({arn for arn in arns if arns.count(arn) > 1})
+        if duplicates:
+            raise RuntimeStartError(f"two functions would have the same ARN: {', '.join(duplicates)}")
+        self.router, self.bridge = self._routing(connectors, subscriptions)
+
+    def subscription_table(self, connectors: List[ConnectorDeployment],
+                           subscriptions: Sequence[Mapping[str, str]]) -> SubscriptionTable:
+        """The subscriptions as a table this runtime can route with these connectors and its Lambdas; raises
+        RuntimeStartError naming each subscription it cannot (a target it does not host, cloud without broker)."""
+        try:
+            table = SubscriptionTable.from_definition(subscriptions)
+        except SubscriptionError as exc:
+            raise RuntimeStartError(str(exc)) from None
+        functions = [spec.arn for spec in self.specs if not spec.is_connector] + [c.function_arn for c in connectors]
+        errors, warnings = hosting_problems(table, functions, [c.connector_arn for c in connectors],
+                                            self.config.mqtt_broker is not None)
+        if errors:
+            raise RuntimeStartError("the subscriptions cannot be routed by this runtime:\n  " + "\n  ".join(errors))
+        for warning in warnings:
+            log.warning("%s", warning)
+        return table
+
+    def _routing(self, connectors: List[ConnectorDeployment], subscriptions: Sequence[Mapping[str, str]]) \
+            -> Tuple[Router, Optional[MqttBridge]]:
+        """The router of the subscription table and, with a broker, the MQTT bridge that is its `cloud`."""
+        table = self.subscription_table(connectors, subscriptions)
+        router = Router(table, self.dispatcher, {c.connector_arn: c.function_arn for c in connectors}, self.metrics)
+        if self.config.mqtt_broker is None:
+            return router, None
+        bridge = MqttBridge(self.config.mqtt_broker, self.config.mqtt_client_id or default_client_id(),
+                            table.filters_from(CLOUD_ENDPOINT), router.publish_from_cloud, self.config.mqtt_max_queued)
+        router.cloud = bridge
+        self.metrics.watch_mqtt(bridge.state)
+        return router, bridge
+
+    @property
+    def env_file(self) -> Path:
+        return self.config.state_dir / "env"
+
+    @property
+    def state_file(self) -> Path:
+        return self.config.state_dir / "runtime.json"
+
+    def core_environment(self) -> Dict[str, str]:
+        """The variables a Greengrass core sets for every Lambda (MY_FUNCTION_ARN is set per function)."""
+        assert self.server is not None
+        return {
+            "AWS_REGION": self.config.region,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": self.token,
+            "GG_DAEMON_PORT": str(self.server.port),
+            "GGC_MAX_INTERFACE_VERSION": GGC_MAX_INTERFACE_VERSION,
+            "ROUTER_FUNCTION_ARN": ROUTER_FUNCTION_ARN,
+            "SHADOW_FUNCTION_ARN": SHADOW_FUNCTION_ARN,
+            "SECRETS_MANAGER_FUNCTION_ARN": SECRETS_MANAGER_FUNCTION_ARN,
+        }
+
+    def client_environment(self) -> Dict[str, str]:
+        """The environment of a process that acts as a Lambda of this runtime (`ggic env`), on any Python: the
+        core-side modules are on its PYTHONPATH."""
+        env = self.core_environment()
+        env["MY_FUNCTION_ARN"] = (f"arn:aws:lambda:{self.config.region}:{self.config.account_id}:"
+                                  f"function:{CLIENT_FUNCTION_NAME}")
+        env["PYTHONPATH"] = str(self.lambda_site)
+        return env
+
+    def start(self) -> None:
+        state_dir = self.config.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(state_dir, 0o700)
+        self.lambda_site = build_lambda_site(state_dir / "lambda-site")
+        try:
+            self.server = IPCServer((self.config.host, self.config.port), self.dispatcher, self.token,
+                                    on_initialized=self._on_initialized, workers=self._workers,
+                                    max_body_bytes=self.config.max_request_bytes, readiness=self.readiness,
+                                    metrics=self.metrics, router=self.router)
+        except OSError as exc:
+            raise RuntimeStartError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
+        self._server_thread = threading.Thread(target=self.server.serve_forever, name="ipc-server", daemon=True)
+        self._server_thread.start()
+        log.info("Greengrass IPC server listening on %s:%d", self.config.host, self.server.port)
+
+        if self.bridge is not None:  # before the functions: what they publish at start waits in its queue
+            self.bridge.start()
+        for spec in self.specs:
+            queue = self.dispatcher.add_function(spec.arn, self.config.max_work_items, spec.timeout_s)
+            self.functions[queue.function_arn] = self.host(spec, queue)
+        for function in self.functions.values():
+            function.start()
+        self.dispatcher.start_sweeper(self._on_stuck)
+
+        for function in self.functions.values():
+            if not function.spec.is_connector:
+                continue
+            state = function.wait_settled(INITIALIZATION_TIMEOUT_S)
+            if state != State.READY:
+                reason = function.init_error or f"not initialized after {INITIALIZATION_TIMEOUT_S:.0f} s"
+                self.stop()
+                raise RuntimeStartError(f"connector function {function.spec.arn} failed to start: {reason} "
+                                        f"(log: {function.spec.log_path})")
+        self._write_state()
+        log.info("runtime ready: %d function(s) on %s:%d; client environment in %s",
+                 len(self.functions), self.config.host, self.server.port, self.env_file)
+
+    def host(self, spec: FunctionSpec, queue) -> HostedFunction:
+        """How a function runs: a connector natively in this process (unless --connector-hosting lambda), anything
+        else in a process of its own, on its runtime's interpreter."""
+        connector = self.connectors.get(spec.arn)
+        if connector is None or self.config.connector_hosting == LAMBDA:
+            return FunctionProcess(spec, queue, self.core_environment(), self.lambda_site)
+        entry_point = connector_spec(connector.connector_arn).hosted
+        return NativeFunction(spec, queue, entry_point, lambda logger, capture: self._services(connector, logger,
+                                                                                            capture))
+
+    def _services(self, connector: ConnectorDeployment, logger: logging.Logger,
+                  capture: Callable[[BinaryIO], None]) -> HostServices:
+        """What a natively hosted connector gets from the core: its parameters and settings, its log, and the
+        group's subscriptions and functions as a Lambda reaches them over IPC."""
+        function_arn = connector.function_arn
+
+        def publish(topic: str, payload: Any) -> None:
+            data = json.dumps(payload).encode("utf-8") if isinstance(payload, (dict, list)) else payload
+            self.router.publish(Publish(function_arn, topic, data if isinstance(data, bytes) else
+                                        str(data).encode("utf-8")))
+
+        def invoke(target_arn: str, payload: bytes, custom: Mapping[str, Any]) -> Tuple[bytes, str]:
+            context = base64.b64encode(json.dumps({"custom": dict(custom)}).encode("utf-8")).decode()
+            invocation = self.dispatcher.submit(target_arn, payload, context, REQUEST_RESPONSE)
+            try:
+                invocation.wait(None)
+            finally:
+                self.dispatcher.forget(invocation.id)
+            return invocation.result or b"", invocation.function_error
+
+        return HostServices(function_arn=function_arn, connector_arn=connector.connector_arn,
+                            connector_id=connector.connector_id, region=self.config.region,
+                            parameters=dict(connector.parameters), settings=self.config.connector_settings,
+                            log=logger, capture_output=capture, publish=publish, invoke=invoke,
+                            extra_environment={**self.core_environment(), "MY_FUNCTION_ARN": function_arn})
+
+    def _function_for(self, function_arn: str) -> Optional[HostedFunction]:
+        """The process a (possibly qualified) function ARN from the IPC server belongs to."""
+        return self.functions.get(unqualified_arn(function_arn))
+
+    def _on_initialized(self, function_arn: str, success: bool, response: str) -> None:
+        function = self._function_for(function_arn)
+        if function is not None:
+            function.initialized(success, response)
+
+    def _workers(self) -> Dict[str, dict]:
+        return {arn: function.health() for arn, function in list(self.functions.items())}
+
+    def _on_stuck(self, function_arn: str, overdue: List[Invocation]) -> None:
+        function = self._function_for(function_arn)
+        if function is not None:
+            function.kill_stuck(len(overdue))
+
+    # --- telling the truth -------------------------------------------------------------------------------------
+
+    def snapshot(self) -> List[Dict[str, object]]:
+        """Every function's state: what /health, /metrics and `ggic status` report (`supervisor`: a
+        SupervisorStatus for a natively hosted connector with inference workers)."""
+        entries = []
+        for arn, function in list(self.functions.items()):
+            supervisor = function.supervisor_status()
+            problem = self._problem(function, supervisor)
+            entries.append({
+                "function_arn": arn, "connector": function.spec.is_connector, "runtime": self._runtime_of(function),
+                "state": function.state.value,
+                "pid": function.pid, "queued": len(function.queue), "in_flight": function.queue.in_flight,
+                "restarts": function.restarts, "timeout_s": function.spec.timeout_s,
+                "ready": problem is None, "problem": problem, "supervisor": supervisor,
+                "log": str(function.spec.log_path),
+            })
+        return entries
+
+    @staticmethod
+    def _runtime_of(function: HostedFunction) -> str:
+        return "ggic (native)" if isinstance(function, NativeFunction) else function.spec.runtime
+
+    @staticmethod
+    def _problem(function: HostedFunction, supervisor: Optional[SupervisorStatus]) -> Optional[str]:
+        """Why the function cannot answer now, or None when it can (a connector: its workers answer too)."""
+        if function.state != State.READY:
+            detail = f": {function.init_error}" if function.init_error else ""
+            kind = "connector" if isinstance(function, NativeFunction) else "function process"
+            return f"{kind} {function.state.value}{detail}"
+        return supervisor.problem() if supervisor is not None else None
+
+    def readiness(self) -> Dict[str, object]:
+        functions = self.snapshot()
+        summary = self.metrics.summary()
+        for entry in functions:
+            entry["requests"] = summary.get(function_name(str(entry["function_arn"])), {})
+            supervisor = entry["supervisor"]
+            entry["supervisor"] = supervisor.to_json() if isinstance(supervisor, SupervisorStatus) else None
+        # The broker is reported, not required: inference works without it, and its messages wait in the queue.
+        return {"ready": all(entry["ready"] for entry in functions), "functions": functions,
+                "uncollected_results": self.dispatcher.uncollected,
+                "mqtt": self.bridge.state() if self.bridge is not None else None}
+
+    def _write_state(self) -> None:
+        env_lines = "".join(f"export {name}={value}\n" for name, value in sorted(self.client_environment().items()))
+        _write_private(self.env_file, env_lines)
+        state = {
+            "pid": os.getpid(),
+            "host": self.config.host,
+            "port": self.server.port if self.server else None,
+            "region": self.config.region,
+            "started": time.time(),
+            "functions": {arn: {"log": str(f.spec.log_path), "connector": f.spec.is_connector,
+                                "runtime": self._runtime_of(f), "python": f.spec.python}
+                          for arn, f in list(self.functions.items())},
+            **self.extra_state(),
+        }
+        _write_private(self.state_file, json.dumps(state, indent=2))
+
+    def extra_state(self) -> Dict[str, object]:
+        """More for `<state-dir>/runtime.json` (a group runtime adds its group and deployment)."""
+        return {}
+
+    def stop(self) -> None:
+        self.dispatcher.stop_sweeper()
+        if self.server is not None:
+            self.server.stopping = True
+        for function in self.functions.values():
+            function.stop()
+        for function in self.functions.values():
+            function.queue.fail_pending("the Greengrass runtime stopped before this request ran")
+            function.queue.fail_in_flight("the Greengrass runtime stopped while this request ran")
+        if self.bridge is not None:
+            self.bridge.stop()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for path in (self.env_file, self.state_file):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        log.info("runtime stopped")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds the runtime's token), atomically."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)

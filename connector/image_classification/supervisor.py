@@ -1,0 +1,587 @@
+"""The supervisor of the inference worker: the connector's promises about time and memory are kept here.
+
+The connector's own process (the runtime's, or a Lambda's on a core) never imports MXNet. It owns its worker processes (`connector.image_classification.worker`; one by
+default, `GGIC_WORKERS` / `ggic run --workers N` for more, each with cores / N engine threads and an equal share of
+the memory limit, or `--workers auto`: as many as the cores and the memory limit allow, see `choose_layout`) and,
+in the manner of gunicorn's arbiter, gives each explicit states, watches it, reaps it and replaces it:
+
+    STARTING ──ready──▶ READY ⇄ BUSY        (a request in hand)
+        │                  │
+        └──failed / died───┴──▶ BACKOFF ──delay──▶ STARTING
+
+* Memory: a watchdog thread reads each worker's RSS every few milliseconds and kills it with SIGKILL above its
+  share of `LocalInferenceServiceMemoryLimitKB`; the request it held fails with `MemoryLimitExceededError`.
+* Time: a request is given what is left of its deadline; a worker that has not answered by then is killed and the
+  request fails with `InferenceTimeoutError`.
+* Crashes: a worker that dies (a signal, a native crash) fails the request it held with `WorkerCrashedError`.
+* Heartbeats: an idle worker is pinged; one that does not answer is killed.
+
+A dead worker is replaced at once; failures in a row back off (1 s doubling to 30 s; the states, back-off and
+reaping are `connector.contract.supervision`'s, shared with the runtime's function processes). Requests wait for
+the new worker within their own deadline. `status()` gives state, RSS and restarts as a `SupervisorStatus`, which
+the runtime's health and metrics endpoints report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Union
+
+from connector.contract.environment import ENGINE_THREADS_ENV, WORKERS_ENV
+from connector.contract.processes import RSSWatch, describe_exit
+from connector.contract.status import SupervisorStatus, WorkerStatus
+from connector.contract.supervision import Backoff, State, stop_process, watch_exit
+from connector.image_classification import errors
+from connector.image_classification.errors import (
+    ConfigurationError,
+    ConnectorStartError,
+    InferenceTimeoutError,
+    MemoryLimitExceededError,
+    MemoryLimitTooSmallError,
+    RequestError,
+    WorkerCrashedError,
+    WorkerStartError,
+)
+from connector.image_classification.frames import FrameError, read_frame, write_frame
+from connector.image_classification.parameters import ImageClassificationParameters
+
+log = logging.getLogger("connector.image_classification.supervisor")
+
+WATCH_INTERVAL_S = 0.005
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TIMEOUT_S = 5.0
+LOAD_TIMEOUT_S = 300.0
+# Loading briefly holds the params file and the bound arrays at once; the limit is checked on the loaded model.
+LOAD_HEADROOM = 2
+STOP_GRACE_S = 3.0
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+AUTO = "auto"
+# `auto` gives each worker at least this many times what the loaded model measured: room to decode request images
+# (the same margin the too-small-limit error asks for).
+LAYOUT_MARGIN = 1.25
+
+
+def parse_workers(text: str) -> Union[int, str]:
+    """`auto` or a number of inference workers, 1 or more (`ggic run --workers`, `GGIC_WORKERS`)."""
+    cleaned = str(text).strip().lower()
+    if cleaned == AUTO:
+        return AUTO
+    if not cleaned.isdigit() or int(cleaned) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more) or 'auto'")
+    return int(cleaned)
+
+
+def workers_from_environment(environ: Mapping[str, str]) -> Union[int, str]:
+    """`GGIC_WORKERS` (`ggic run --workers`): how many inference workers, default 1, or `auto`."""
+    text = environ.get(WORKERS_ENV) or "1"
+    try:
+        return parse_workers(text)
+    except argparse.ArgumentTypeError:
+        raise ConfigurationError(f"{WORKERS_ENV}={text!r} is not a number of workers (1 or more) or "
+                                 f"'{AUTO}'") from None
+
+
+def threads_from_environment(environ: Mapping[str, str]) -> Optional[int]:
+    """`GGIC_ENGINE_THREADS`: engine threads per worker chosen by the user, or None (the layout decides)."""
+    text = environ.get(ENGINE_THREADS_ENV) or ""
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{ENGINE_THREADS_ENV}={text!r} is not a number of engine threads (1 or more)")
+    return int(text)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How many inference workers and how many engine threads each: what the status file reports."""
+
+    mode: str                  # "auto" or "fixed" (--workers N)
+    workers: int
+    threads: int
+    cores: int
+    limit_kb: int
+    need_kb: Optional[int]     # a loaded worker's measured RSS (auto decides on it), None before one loaded
+    reason: str
+
+    def describe(self) -> str:
+        need = "" if self.need_kb is None else f", worker needs {self.need_kb / 1024:.0f} MB"
+        return (f"{self.workers} worker{'s' if self.workers > 1 else ''} x {self.threads} "
+                f"thread{'s' if self.threads > 1 else ''}: {self.cores} cores{need}, limit "
+                f"{self.limit_kb / 1024:.0f} MB ({self.reason})")
+
+    def to_json(self) -> Dict[str, object]:
+        return {"mode": self.mode, "workers": self.workers, "threads": self.threads, "cores": self.cores,
+                "limit_kb": self.limit_kb, "need_kb": self.need_kb, "reason": self.reason,
+                "summary": self.describe()}
+
+
+def choose_layout(cores: int, limit_kb: int, need_kb: int, threads: Optional[int] = None,
+                  margin: float = LAYOUT_MARGIN) -> Layout:
+    """`--workers auto`: as many workers as LocalInferenceServiceMemoryLimitKB holds, `margin` x `need_kb` each
+    (the measured RSS of a loaded, warmed-up worker), and no more than the cores; engine threads cores / workers,
+    so workers x threads never exceeds the cores. At least one worker (a model that does not fit at all is refused
+    before this is asked). `threads` is the user's GGIC_ENGINE_THREADS: then workers x threads stays within the
+    cores too.
+
+    Why the most workers that fit: measured on 2 cores (`make bench`, README "Performance"), 2 workers x 1 thread
+    serve 20-30 % more requests per second under concurrent load than 1 x 2 (MXNet's batch-1 operators do not keep
+    two OpenMP threads busy), while 1 x 2 answers a lone caller faster; `auto` is the layout for concurrent load.
+    """
+    cores = max(1, cores)
+    by_cores = max(1, cores // threads) if threads else cores
+    by_memory = int(limit_kb // (need_kb * margin)) if need_kb > 0 else 1  # an unknown need: one worker
+    workers = max(1, min(by_cores, by_memory))
+    if by_memory < by_cores:
+        reason = (f"the memory limit holds {by_memory} at {margin:g} x the need each" if by_memory >= 1 else
+                  f"the memory limit is below {margin:g} x the need: one worker")
+    else:
+        reason = (f"{ENGINE_THREADS_ENV}={threads}: {cores} // {threads} workers" if threads else
+                  "one core" if cores == 1 else "one worker per core")
+        if by_memory > by_cores:
+            reason += f"; the memory limit would hold {by_memory}"
+    return Layout(AUTO, workers, threads or max(1, cores // workers), cores, limit_kb, need_kb, reason)
+
+
+def fixed_layout(workers: int, cores: int, limit_kb: int, threads: Optional[int] = None) -> Layout:
+    """`--workers N`: N workers with cores / N engine threads each (or GGIC_ENGINE_THREADS)."""
+    return Layout("fixed", workers, threads or max(1, max(1, cores) // workers), max(1, cores), limit_kb, None,
+                  f"--workers {workers}" + (f", {ENGINE_THREADS_ENV}={threads}" if threads else ""))
+
+
+@dataclass
+class Worker:
+    """One worker process and what the supervisor knows of it."""
+
+    process: subprocess.Popen
+    slot: int = 0
+    threads: int = 0               # its engine threads (OMP_NUM_THREADS is read once, when MXNet loads)
+    requests: int = 0              # requests handed to it
+    started: float = field(default_factory=time.monotonic)
+    state: State = State.STARTING
+    rss_kb: int = 0
+    peak_rss_kb: int = 0
+    model_rss_kb: int = 0
+    kill_reason: str = ""          # "memory", "timeout", "heartbeat", "stop" when we killed it
+    breach_kb: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def output(self) -> int:
+        assert self.process.stdout is not None
+        return self.process.stdout.fileno()
+
+
+class InferenceSupervisor:
+    """Runs inference requests on supervised worker processes, one request per idle worker; see the module
+    docstring.
+
+    `workers="auto"` (`choose_layout`): the worker count depends on the model's measured memory, but each worker's
+    engine threads are fixed before it loads MXNet (OMP_NUM_THREADS is read once, at import). So the first worker
+    starts alone with every core's threads, the layout of one worker, which is also the best layout for a lone
+    caller and what most memory limits allow; the service is ready as soon as it has loaded, so the cold start is
+    that of one worker. Its measured RSS then decides the count: when more fit, the others start in the background
+    with cores / N threads, and once one of them serves, the first worker is retired when idle (it finishes the
+    request it holds; nothing is refused) and replaced by one with cores / N threads. Workers x threads exceed the
+    cores only while that first worker drains, and there are never more than N workers, so the memory limit holds
+    throughout. The alternative, starting the first worker with cores / N threads for an N estimated before
+    loading, needs a guess of the model's memory, and a wrong guess either oversubscribes the cores or leaves a lone
+    worker with too few threads.
+    """
+
+    def __init__(self, parameters: ImageClassificationParameters, environment: Optional[Mapping[str, str]] = None,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, workers: Union[int, str] = 1,
+                 logger: logging.Logger = log, capture_output: Optional[Callable[[BinaryIO], None]] = None) -> None:
+        """`environment`: the workers' (the connector's parameters and settings; default this process's);
+        `logger` and `capture_output` (a worker's stderr): where its lines go (default this process's stderr)."""
+        self.parameters = parameters
+        self.environment = dict(os.environ if environment is None else environment)
+        self.log = logger
+        self.capture_output = capture_output
+        self.limit_kb = parameters.memory_limit_kb
+        self.auto = workers == AUTO
+        self.size = 1 if self.auto else max(1, int(workers))
+        self.share_kb = self.limit_kb // self.size  # each worker's part of LocalInferenceServiceMemoryLimitKB
+        self.cores = available_cores()
+        self.threads_override = threads_from_environment(self.environment)
+        self.layout: Layout = fixed_layout(self.size, self.cores, self.limit_kb, self.threads_override)
+        if self.auto:  # the first worker loads alone, with every core's threads, until its memory decides
+            self.layout = dataclasses.replace(self.layout, mode=AUTO,
+                                              reason="deciding: the first worker's measured memory decides")
+        self.threads = self.layout.threads
+        self._retiring = False
+        self.need_kb = 0                     # a loaded worker's measured RSS (after load and warm-up)
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.slots: List[Optional[Worker]] = [None] * self.size
+        self.restarts = 0
+        self.restart_reasons: Dict[str, int] = {}
+        self.backoff = Backoff(first_at_once=True)  # a worker killed for a request's sake is replaced at once
+        self.last_failure = ""
+        self.next_start_at = 0.0
+        self.last_answer_at = 0.0            # wall clock of the worker's last answer or pong
+        self.model_info: Dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._stopping = False
+
+    @property
+    def worker(self) -> Optional[Worker]:
+        """The first worker (the only one unless the connector runs several)."""
+        return self.slots[0]
+
+    @property
+    def workers(self) -> List[Worker]:
+        return [worker for worker in self.slots if worker is not None]
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers and wait for their models; a failure here is a start-up error with the reason.
+
+        With `auto`, wait for the first worker only, decide the layout on its measured memory and start the others
+        in the background (see the class docstring); `size` is the worker count from then on."""
+        for target, name in ((self._watch_memory, "memory-watchdog"), (self._heartbeat, "heartbeat")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+        for worker in [self._spawn(slot) for slot in range(self.size)]:  # they load side by side
+            problem = self._boot(worker)
+            if problem is not None:
+                self.stop()
+                raise problem
+        if self.auto:
+            self._grow(self.need_kb)
+        else:
+            self.layout = dataclasses.replace(self.layout, need_kb=self.need_kb)
+            self.log.info("inference layout %s", self.layout.describe())
+
+    def _grow(self, need_kb: int) -> None:
+        """`auto`: the layout from the first worker's measured need; start the other workers in the background."""
+        layout = choose_layout(self.cores, self.limit_kb, need_kb, self.threads_override)
+        self.log.info("inference layout (auto) %s", layout.describe())
+        with self._lock:
+            self.layout = layout
+            self.threads = layout.threads
+            if layout.workers > self.size:
+                self.slots.extend([None] * (layout.workers - self.size))
+                self.size = layout.workers
+                self.share_kb = self.limit_kb // self.size
+        for slot in range(1, self.size):  # each boots (and, failing, backs off and retries) on its own thread
+            threading.Thread(target=self._replace, args=(slot, 0.0), name=f"start-worker-{slot}",
+                             daemon=True).start()
+
+    def _retire_if_stale(self) -> None:
+        """A worker loaded with other engine threads than the layout's (auto's first worker) is replaced by one
+        with the layout's threads, once another worker serves: taken when idle, stopped, started anew."""
+        with self._lock:
+            if self._retiring or self._stopping:
+                return
+            stale = [w for w in self.workers if w.threads != self.threads and w.state in
+                     (State.READY, State.BUSY) and w.process.poll() is None]
+            serving = [w for w in self.workers if w.threads == self.threads and w.state in
+                       (State.READY, State.BUSY)]
+            if not stale or not serving:
+                return
+            self._retiring = True
+        threading.Thread(target=self._retire, args=(stale[0],), name=f"retire-{stale[0].pid}", daemon=True).start()
+
+    def _retire(self, worker: Worker) -> None:
+        try:
+            with self._lock:
+                while worker.state != State.READY and not self._stopping and worker.process.poll() is None:
+                    self._changed.wait(1.0)  # it finishes the request (or heartbeat) it holds
+                if self._stopping or worker.process.poll() is not None:
+                    return  # stopping, or it died: the reaper replaces it, with the layout's threads
+                worker.state = State.BUSY  # taken: no request reaches it now
+                worker.kill_reason = "stop"
+            self.log.info("inference worker %d (%d engine threads) retired for one with %d, as the layout says",
+                          worker.pid, worker.threads, self.threads)
+            self._end(worker)
+        finally:
+            with self._lock:
+                self._retiring = False
+        self._replace(worker.slot, 0.0)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            workers = self.workers
+            self._changed.notify_all()
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.kill_reason = "stop"
+                self._end(worker)
+            else:
+                self._set_state(worker, State.STOPPED)
+
+    def _end(self, worker: Worker) -> None:
+        """Stop a worker the polite way (it exits on end of input), by force after STOP_GRACE_S."""
+        stop_process(worker.process, STOP_GRACE_S, ask=worker.process.stdin.close)
+        self._set_state(worker, State.STOPPED)
+
+    def _spawn(self, slot: int) -> Worker:
+        environment = dict(self.environment)  # the worker finds this package wherever the Lambda's code was unpacked
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, environment.get("PYTHONPATH")]))
+        threads = self.threads
+        environment[ENGINE_THREADS_ENV] = str(threads)  # workers x threads <= cores (the layout), read before MXNet loads
+        process = subprocess.Popen([sys.executable, "-m", "connector.image_classification.worker"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, env=environment,
+                                   stderr=subprocess.PIPE if self.capture_output else None)
+        if self.capture_output is not None:
+            self.capture_output(process.stderr)
+        worker = Worker(process, slot, threads=threads)
+        with self._lock:
+            self.slots[slot] = worker
+            stopping = self._stopping
+        if stopping:  # stop() ran meanwhile and did not see this worker: it must not outlive the supervisor
+            worker.kill_reason = "stop"
+            process.kill()
+            process.wait()
+        self.log.info("inference worker %d starting", worker.pid)
+        return worker
+
+    def _limit_text(self) -> str:
+        if self.size == 1:
+            return f"LocalInferenceServiceMemoryLimitKB is {self.limit_kb} KB"
+        return (f"LocalInferenceServiceMemoryLimitKB is {self.limit_kb} KB shared by {self.size} workers "
+                f"({self.share_kb} KB each)")
+
+    def _boot(self, worker: Worker) -> Optional[ConnectorStartError]:
+        """Wait for the worker's first frame: ready (with its memory checked) or the reason it failed."""
+        ready, _, _ = select.select([worker.output], [], [], LOAD_TIMEOUT_S)
+        try:
+            if not ready:
+                raise FrameError(f"the model was not loaded within {LOAD_TIMEOUT_S:.0f} s")
+            header, _ = read_frame(worker.output)
+        except FrameError as exc:
+            worker.process.kill()
+            returncode = worker.process.wait()
+            if worker.kill_reason == "memory":
+                return MemoryLimitTooSmallError(
+                    f"loading the model needs more than LocalInferenceServiceMemoryLimitKB allows: the inference "
+                    f"worker reached {worker.breach_kb} KB (measured) while loading and was stopped at "
+                    f"{LOAD_HEADROOM}x the limit of {self.share_kb} KB; raise the limit")
+            return WorkerStartError(f"the inference worker ended while loading the model ({exc}; "
+                                    f"{describe_exit(returncode)}); see the lines above in this log")
+        if header.get("op") == "failed":
+            worker.process.wait()
+            return errors.error_class(header.get("type"), ConnectorStartError, WorkerStartError)(
+                str(header.get("message")))
+        need_kb = int(header.get("rss_kb") or 0)
+        if need_kb > self.share_kb:
+            worker.kill_reason = "stop"
+            worker.process.kill()
+            worker.process.wait()
+            return MemoryLimitTooSmallError(
+                f"the loaded model needs {need_kb} KB (measured RSS of the inference worker after loading and one "
+                f"warm-up inference) but {self._limit_text()}; set it to at least {int(need_kb * 1.25 * self.size)} "
+                f"to leave room for decoding request images")
+        worker.model_rss_kb = need_kb
+        self.need_kb = need_kb
+        self.model_info = {"shape": header.get("shape"), "classes": header.get("classes")}
+        self.last_answer_at = time.time()
+        self.log.info("inference worker %d ready in %.2f s, %d KB resident (limit %d KB)", worker.pid,
+                      time.monotonic() - worker.started, need_kb, self.share_kb)
+        self._set_state(worker, State.READY)
+        watch_exit(worker.process, lambda returncode: self._reaped(worker, returncode), f"reap-{worker.pid}")
+        self._retire_if_stale()
+        return None
+
+    def _set_state(self, worker: Optional[Worker], state: State) -> None:
+        with self._lock:
+            if worker is not None:
+                worker.state = state
+            self._changed.notify_all()
+
+    def _reaped(self, worker: Worker, returncode: int) -> None:
+        """The worker ended; unless we are stopping, replace it (after a back-off when failing often)."""
+        if self._stopping or worker.kill_reason == "stop":
+            return
+        reason = worker.kill_reason or "crash"
+        how = describe_exit(returncode)
+        with self._lock:
+            self.restarts += 1
+            self.restart_reasons[reason] = self.restart_reasons.get(reason, 0) + 1
+            delay = self.backoff.failed()
+            self.last_failure = f"worker {worker.pid} {how} ({reason})"
+            self.next_start_at = time.time() + delay
+        self.log.error("inference worker %d ended: %s, reason %s; %d failure(s) in a row; new worker in %.0f s",
+                       worker.pid, how, reason, self.backoff.failures, delay)
+        self._set_state(worker, State.BACKOFF)
+        self._replace(worker.slot, delay)
+
+    def _replace(self, slot: int, delay: float) -> None:
+        while not self._stopping:
+            if delay:
+                time.sleep(delay)
+            if self._stopping:
+                return
+            problem = self._boot(self._spawn(slot))
+            if problem is None or self._stopping:
+                return
+            with self._lock:
+                self.restarts += 1
+                self.restart_reasons["start-failed"] = self.restart_reasons.get("start-failed", 0) + 1
+                delay = self.backoff.failed()
+                self.last_failure = f"a new worker failed to start: {problem}"
+                self.next_start_at = time.time() + delay
+            self.log.error("%s; next try in %.0f s", self.last_failure, delay)
+            self._set_state(self.slots[slot], State.BACKOFF)
+
+    # --- requests --------------------------------------------------------------------------------------------
+
+    def infer(self, body: bytes, content_type: Optional[str], deadline: float) -> Dict[str, str]:
+        """Classify one image before `deadline` (time.monotonic()); raise a RequestError subclass otherwise."""
+        worker = self._take_worker(deadline)
+        try:
+            write_frame(worker.process.stdin, {"op": "infer", "content_type": content_type}, body)
+            answered, _, _ = select.select([worker.output], [], [], max(0.0, deadline - time.monotonic()))
+            if not answered:
+                self._kill(worker, "timeout")
+                raise InferenceTimeoutError(
+                    f"inference did not finish within LocalInferenceServiceTimeoutSeconds "
+                    f"({self.parameters.timeout_seconds} s); the worker was stopped and a new one is starting")
+            header, answer = read_frame(worker.output)
+        except (FrameError, OSError):
+            raise self._death_error(worker) from None
+        self.last_answer_at = time.time()
+        self._release(worker)
+        if header.get("op") == "answer":
+            if self.backoff.failures:  # recovered
+                with self._lock:
+                    self.backoff.recovered()
+                    self.last_failure = ""
+            return {"Body": answer.decode("utf-8"), "ContentType": str(header.get("content_type"))}
+        raise errors.error_class(header.get("type"), RequestError, errors.InferenceError)(str(header.get("message")))
+
+    def _take_worker(self, deadline: float) -> Worker:
+        """An idle worker, marked busy (published by the next heartbeat, not on every request)."""
+        with self._lock:
+            while True:
+                for worker in self.workers:
+                    if worker.state == State.READY and worker.process.poll() is None:
+                        worker.state = State.BUSY
+                        worker.requests += 1
+                        return worker
+                remaining = deadline - time.monotonic()
+                if self._stopping or remaining <= 0:
+                    raise InferenceTimeoutError(
+                        f"no inference worker was ready within LocalInferenceServiceTimeoutSeconds "
+                        f"({self.parameters.timeout_seconds} s): {self.last_failure or 'the worker is starting'}")
+                self._changed.wait(remaining)
+
+    def _release(self, worker: Worker) -> None:
+        with self._lock:
+            if worker.state == State.BUSY:
+                worker.state = State.READY
+                self._changed.notify_all()
+
+    def _death_error(self, worker: Worker) -> RequestError:
+        """The worker died with this request in hand: say why, as a Greengrass core reports an Unhandled error."""
+        try:
+            returncode = worker.process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self._kill(worker, worker.kill_reason or "crash")
+            returncode = worker.process.wait()
+        if worker.kill_reason == "memory":
+            return MemoryLimitExceededError(
+                f"the inference worker used {worker.breach_kb} KB, over LocalInferenceServiceMemoryLimitKB "
+                f"({self.limit_kb} KB{'' if self.size == 1 else f' shared by {self.size} workers'}), while "
+                f"handling this request and was stopped; a new worker is starting")
+        return WorkerCrashedError(f"the inference worker died while handling this request "
+                                  f"({describe_exit(returncode)}); a new worker is starting")
+
+    def _kill(self, worker: Worker, reason: str) -> None:
+        if not worker.kill_reason:
+            worker.kill_reason = reason
+        try:
+            worker.process.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # --- watchers --------------------------------------------------------------------------------------------
+
+    def _watch_memory(self) -> None:
+        watches: Dict[int, RSSWatch] = {}
+        while not self._stopping:
+            workers = self.workers
+            for pid in set(watches) - {worker.pid for worker in workers}:
+                watches.pop(pid).close()
+            for worker in workers:
+                if worker.process.returncode is not None:
+                    continue
+                watch = watches.get(worker.pid) or watches.setdefault(worker.pid, RSSWatch(worker.pid))
+                used = watch.read_kb()
+                if used is None:
+                    continue
+                worker.rss_kb = used
+                worker.peak_rss_kb = max(worker.peak_rss_kb, used)
+                ceiling = self.share_kb * (LOAD_HEADROOM if worker.state == State.STARTING else 1)
+                if used > ceiling and not worker.kill_reason:
+                    worker.breach_kb = used
+                    self.log.warning("inference worker %d consumed all allocated memory: %d KB used, limit %d KB; "
+                                     "killing it", worker.pid, used, ceiling)
+                    self._kill(worker, "memory")
+            time.sleep(WATCH_INTERVAL_S)
+
+    def _heartbeat(self) -> None:
+        while not self._stopping:
+            time.sleep(self.heartbeat_interval_s)
+            for worker in self.workers:
+                with self._lock:  # an idle worker is taken for the ping, so no request meets it meanwhile
+                    idle = worker.state == State.READY
+                    if idle:
+                        worker.state = State.BUSY
+                if idle:
+                    self._ping(worker)
+                    self._release(worker)
+
+    def _ping(self, worker: Worker) -> None:
+        try:
+            write_frame(worker.process.stdin, {"op": "ping"})
+            answered, _, _ = select.select([worker.output], [], [], HEARTBEAT_TIMEOUT_S)
+            if not answered:
+                self.log.error("inference worker %d missed its heartbeat (%.0f s); killing it", worker.pid,
+                               HEARTBEAT_TIMEOUT_S)
+                self._kill(worker, "heartbeat")
+                return
+            read_frame(worker.output)
+            self.last_answer_at = time.time()
+        except (FrameError, OSError):
+            pass  # it died: the reaper replaces it
+
+    # --- reporting -------------------------------------------------------------------------------------------
+
+    def status(self) -> SupervisorStatus:
+        """State, memory and restarts of every worker: what the runtime's /health, /metrics and `ggic status` say."""
+        now = time.monotonic()
+        workers = [WorkerStatus(pid=worker.pid, state=worker.state.value, rss_kb=worker.rss_kb,
+                                peak_rss_kb=worker.peak_rss_kb, model_rss_kb=worker.model_rss_kb,
+                                threads=worker.threads, requests=worker.requests,
+                                uptime_s=round(now - worker.started, 3)) for worker in self.workers]
+        backoff = any(worker.state == State.BACKOFF for worker in self.workers)
+        return SupervisorStatus(
+            service=self.parameters.service_name, pid=os.getpid(), heartbeat_interval_s=self.heartbeat_interval_s,
+            timeout_s=self.parameters.timeout_seconds, memory_limit_kb=self.limit_kb, workers=workers,
+            layout=self.layout.to_json(), last_answer_at=self.last_answer_at, restarts=self.restarts,
+            restart_reasons=dict(self.restart_reasons), consecutive_failures=self.backoff.failures,
+            last_failure=self.last_failure, next_start_at=self.next_start_at if backoff else None,
+            model=dict(self.model_info))
