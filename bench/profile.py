@@ -2,7 +2,7 @@
 
 It starts the service (`ggic run`, the default layout unless `--workers`) on the bench's model and photo, drives it
 with one client sending back to back, and for `--seconds` samples every process of the service with
-`py-spy record --subprocesses` (the runtime, the connector's function process and its inference worker) and, with a
+`py-spy record --subprocesses` (the runtime, which hosts the connector, and its inference worker) and, with a
 second py-spy, the client itself (the ML SDK's side of the request). It writes the raw collapsed stacks (flamegraph
 input, one file per py-spy) and a JSON summary under `bench/results/`, and prints, per process, its sampled time
 per request, the top frames, and the request's time by stage (engine, preprocessing, answer formatting, the pipe to
@@ -58,6 +58,7 @@ STAGES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("worker pipe frames (frames.py)", ("connector/image_classification/frames.py",)),
     ("memory watchdog", ("_watch_memory (",)),
     ("heartbeat", ("_heartbeat (",)),
+    ("native hosting (the connector in the runtime)", ("connector/core/native.py", "image_classification/endpoint.py")),
     ("runtime HTTP server (ipc_server, http.server)", ("ipc_server.py", "http/server.py", "socketserver.py")),
     ("HTTP clients (IPC SDK, http.client)", ("ipc_client.py", "ipc_facade.py", "http/client.py")),
     ("JSON", ("json/",)),

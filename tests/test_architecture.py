@@ -16,6 +16,7 @@ import pytest
 
 from bench.harness import REPO, GGICRuntime, connector_entry
 from bench.material import DIGITS_MODEL
+from connector.devices.packaging import build_zip
 
 PACKAGES = ("connector", "bench")
 
@@ -81,8 +82,7 @@ def test_bench_does_not_import_the_tests():
 def lambda_package(tmp_path_factory):
     directory = tmp_path_factory.mktemp("lambda-package")
     archive = directory / "ggic-image-classification-lambda.zip"
-    subprocess.run([sys.executable, "-m", "connector.devices.packaging", str(archive)], cwd=REPO, check=True,
-                   capture_output=True)
+    build_zip(archive)
     unpacked = directory / "unpacked"
     with zipfile.ZipFile(archive) as package:
         package.extractall(unpacked)

@@ -35,6 +35,13 @@ def test_bench_serving_runs_and_writes_the_table_json_and_plot(tmp_path):
         assert auto["clients"]["4"]["rps"] > 0 and auto["layout"]["mode"] == "auto"
         assert 1 <= auto["layout"]["workers"] * auto["layout"]["threads"] <= report["host"]["cpus"]
         assert "--workers auto" in table
+    # The seam, side by side: the connector as a Lambda process, and the three 1-client latencies in turns.
+    assert entry["service_lambda"]["clients"]["4"]["rps"] > 0 and "--connector-hosting lambda" in table
+    assert {name: turns["n"] for name, turns in entry["interleaved"].items()} == {"bare": 20, "native": 20,
+                                                                                  "lambda": 20}
+    assert entry["targets"]["p50_delta_ms"]["value"] == round(
+        entry["interleaved"]["native"]["p50_ms"] - entry["interleaved"]["bare"]["p50_ms"], 3)
+    assert "interleaved 1-client p50" in table
     assert all(isinstance(target["met"], bool) for target in entry["targets"].values())
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,5 @@
-"""A hypothesis fuzz of the request decode path (`connector.image_classification.imaging.preprocess`) with mutated real JPEGs and PNGs.
+"""A hypothesis fuzz of the request decode path (`connector.image_classification.imaging.preprocess`) with mutated
+real JPEGs and PNGs.
 
 Every input must either give a float32 tensor of the model's shape or raise a `RequestError`: any other exception,
 or a native crash in OpenCV/libjpeg/libpng, is a bug that would take the inference worker down. The fuzz loop runs

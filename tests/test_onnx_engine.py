@@ -1,9 +1,9 @@
-"""The opt-in ONNX Runtime engine (connector/image_classification/onnx_model.py, `ggic run --engine onnxruntime`) answers like MXNet on the
-committed, really trained digits model, in process and through the real runtime.
+"""The opt-in ONNX Runtime engine (connector/image_classification/onnx_model.py, `ggic run --engine onnxruntime`)
+answers like MXNet on the committed, really trained digits model, in process and through the real runtime.
 
-Skipped unless the `onnx` extra is installed (`make test` installs it).
-The reference is a direct MXNet forward (bench/material.py `ReferenceModel`, no connector code) of the same
-tensor; the ONNX model comes from MXNet's own exporter with the corrections `connector.image_classification.onnx_model.convert` makes.
+Skipped unless the `onnx` extra is installed (`make test` installs it). The reference is a direct MXNet forward
+(bench/material.py `ReferenceModel`, no connector code) of the same tensor; the ONNX model comes from MXNet's own
+exporter with the corrections `connector.image_classification.onnx_model.convert` makes.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def test_queued_invocations_time_out_at_their_deadline_with_an_answer():
     assert dispatcher.sweep(time.monotonic()) == {}
     assert not first.done
 
-    dispatcher.sweep(first.received + 2.0001)
+    dispatcher.sweep(second.received + 2.0001)  # both past their deadline (however far apart they came)
     assert first.done and second.done and len(queue) == 0
     payload = json.loads(dispatcher.result(first.id).result)
     assert payload["errorType"] == "TimeoutError" and "waited in the queue" in payload["errorMessage"]

@@ -10,7 +10,7 @@ ALLOW_PLATFORM_MISMATCH_ENV = "GGIC_ALLOW_PLATFORM_MISMATCH"  # 1: a connector f
 HANDLER_ENV = "GGIC_HANDLER"                          # the handler a function process's runtime loop imports
 
 # A connector, as our runtime starts it (a real Greengrass core sets none of them)
-CONNECTOR_ARN_ENV = "GGIC_CONNECTOR_ARN"              # which catalog connector (version, platform) the parameters are for
+CONNECTOR_ARN_ENV = "GGIC_CONNECTOR_ARN"              # the catalog connector (version, platform) of the parameters
 CONNECTOR_ID_ENV = "GGIC_CONNECTOR_ID"                # the connector's Id in its definition, for messages
 MODEL_CACHE_ENV = "GGIC_MODEL_CACHE"                  # where fetched and converted models are kept
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import subprocess
 import threading
+import time
 from typing import Callable, Optional
 
 BACKOFF_START_S = 1.0
@@ -25,6 +26,32 @@ class State(str, enum.Enum):
     FAILED_INIT = "failed-init"   # it never became ready; retried after the back-off
     BACKOFF = "backoff"
     STOPPED = "stopped"
+
+
+class Lifecycle:
+    """A child's state, and waiting for it to settle (READY or a failure): one per supervised child, on the
+    supervisor's lock when it has one, so state changes and the supervisor's own bookkeeping stay atomic."""
+
+    def __init__(self, lock: Optional[threading.Lock] = None) -> None:
+        self._changed = threading.Condition(lock or threading.Lock())
+        self.state = State.STOPPED
+
+    def set(self, state: State) -> None:
+        with self._changed:
+            self.set_locked(state)
+
+    def set_locked(self, state: State) -> None:
+        """`set`, for a caller that holds the lock already."""
+        self.state = state
+        self._changed.notify_all()
+
+    def wait_settled(self, timeout: float) -> State:
+        """Wait while STARTING (at most `timeout` seconds); return the state then."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.state == State.STARTING and time.monotonic() < deadline:
+                self._changed.wait(deadline - time.monotonic())
+            return self.state
 
 
 class Backoff:

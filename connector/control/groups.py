@@ -37,7 +37,12 @@ from connector.control.definitions import (
 )
 from connector.core.runtime import DEFAULT_ACCOUNT_ID, ConnectorDeployment
 from connector.contract.problems import INVALID_PARAMETER_VALUE, INVALID_REQUEST, BadRequestError, request_problems
-from connector.contract.catalog import InvalidTrainingJobArnError, connector_spec, normalise_training_job_arn, training_job_name
+from connector.contract.catalog import (
+    InvalidTrainingJobArnError,
+    connector_spec,
+    normalise_training_job_arn,
+    training_job_name,
+)
 
 RESOURCE_DEFINITION_SCHEMA = "create-resource-definition.schema.json"
 GROUP_SCHEMA = "create-group.schema.json"

@@ -1,11 +1,12 @@
 """The process of each long-lived function, and its lifecycle.
 
-States (`connector.contract.supervision`, shared with a connector's inference workers): STARTING (process spawned, handler module loading) → READY (it reported a successful initialization) →
-... → STOPPED. A process that exits while READY is reaped: the invocation it held gets an Unhandled error naming
-the exit status, and the process is started again after a back-off that doubles on each consecutive crash
-(the queue keeps the waiting requests meanwhile). A process that fails to initialize goes to FAILED_INIT and is
-retried with the same back-off; `ggic run` refuses to come up while a connector is in that state. A process that
-holds an invocation past its timeout (plus grace) is stuck: the runtime kills it, and it is reaped like a crash.
+States (`connector.contract.supervision`, shared with a connector's inference workers): STARTING (process spawned,
+handler module loading) → READY (it reported a successful initialization) → ... → STOPPED. A process that exits while
+READY is reaped: the invocation it held gets an Unhandled error naming the exit status, and the process is started
+again after a back-off that doubles on each consecutive crash (the queue keeps the waiting requests meanwhile). A
+process that fails to initialize goes to FAILED_INIT and is retried with the same back-off; `ggic run` refuses to come
+up while a connector is in that state. A process that holds an invocation past its timeout (plus grace) is stuck: the
+runtime kills it, and it is reaped like a crash.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Dict, Optional
 
 from connector.contract.environment import HANDLER_ENV
 from connector.contract.processes import describe_exit
-from connector.contract.supervision import Backoff, State, stop_process, watch_exit
+from connector.contract.supervision import Backoff, Lifecycle, State, stop_process, watch_exit
 from connector.core.interpreters import Interpreter, runtime_name
 from connector.core.invocations import FunctionQueue
 from connector.core.lambda_site import RUNTIME_SCRIPT
@@ -34,6 +34,17 @@ log = logging.getLogger("ggic.runtime")
 STOP_GRACE_S = 5.0
 # Variables that point a Python at the runtime's own installation; a Lambda on another Python must not inherit them.
 _FOREIGN_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")
+
+
+_GREENGRASS_WORKER_STATES = {State.STARTING: "Starting", State.FAILED_INIT: "FailedInitialization",
+                              State.BACKOFF: "NotStarted", State.STOPPED: "Terminated"}
+
+
+def worker_health(function_arn: str, worker_id: str, pid: Optional[int], state: State, busy: bool) -> Dict[str, object]:
+    """A worker health information object, as the Greengrass health check API reports one."""
+    worker_state = ("Working" if busy else "Waiting") if state == State.READY else \
+        _GREENGRASS_WORKER_STATES.get(state, "NotStarted")
+    return {"FuncArn": function_arn, "WorkerId": worker_id, "ProcessId": pid or 0, "WorkerState": worker_state}
 
 
 @dataclass
@@ -75,13 +86,12 @@ class FunctionProcess:
         self.queue = queue
         self.core_environment = core_environment
         self.lambda_site = lambda_site  # the runtime loop and the core-side modules (lambda_site.py)
-        self.state = State.STOPPED
         self.init_error = ""
         self.restarts = 0
         self._process: Optional[subprocess.Popen] = None
         self.worker_id = ""
         self._lock = threading.Lock()
-        self._state_changed = threading.Condition(self._lock)
+        self.lifecycle = Lifecycle(self._lock)  # its state, changed under self._lock
         self._stopping = False
         self._backoff = Backoff()
         self._log: Optional[RotatingLogFile] = None
@@ -125,9 +135,12 @@ class FunctionProcess:
         process = self._process
         watch_exit(process, lambda returncode: self._reaped(process, returncode), f"reap-{self.spec.name}")
 
+    @property
+    def state(self) -> State:
+        return self.lifecycle.state
+
     def _set_state_locked(self, state: State) -> None:
-        self.state = state
-        self._state_changed.notify_all()
+        self.lifecycle.set_locked(state)
 
     def initialized(self, success: bool, response: str) -> None:
         """The function's runtime loop reported (PUT .../initialized)."""
@@ -146,11 +159,7 @@ class FunctionProcess:
 
     def wait_settled(self, timeout: float) -> State:
         """Wait until the function is READY or has failed its initialization (or the timeout passes)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self.state == State.STARTING and time.monotonic() < deadline:
-                self._state_changed.wait(deadline - time.monotonic())
-            return self.state
+        return self.lifecycle.wait_settled(timeout)
 
     def _reaped(self, process: subprocess.Popen, returncode: int) -> None:
         with self._lock:
@@ -210,13 +219,4 @@ class FunctionProcess:
         return None
 
     def health(self) -> Dict[str, object]:
-        """A worker health information object, as the Greengrass health check API reports one."""
-        state = {
-            State.STARTING: "Starting",
-            State.READY: "Working" if self.queue.in_flight else "Waiting",
-            State.FAILED_INIT: "FailedInitialization",
-            State.BACKOFF: "NotStarted",
-            State.STOPPED: "Terminated",
-        }[self.state]
-        return {"FuncArn": self.spec.arn, "WorkerId": self.worker_id, "ProcessId": self.pid or 0,
-                "WorkerState": state}
+        return worker_health(self.spec.arn, self.worker_id, self.pid, self.state, self.queue.in_flight > 0)

@@ -23,8 +23,8 @@ from typing import BinaryIO, Callable, Dict, List, Optional
 
 from connector.contract.hosting import HostedConnector, HostServices, load_factory
 from connector.contract.status import SupervisorStatus
-from connector.contract.supervision import State
-from connector.core.functions import FunctionSpec
+from connector.contract.supervision import Lifecycle, State
+from connector.core.functions import FunctionSpec, worker_health
 from connector.core.invocations import HANDLED, FunctionQueue, Invocation, InvocationNotFoundError, error_payload
 from connector.core.lambda_runtime import Context, encode_result
 from connector.core.logfiles import FunctionLogHandler, RotatingLogFile, pump
@@ -46,7 +46,7 @@ class NativeFunction:
         self.queue = queue
         self.entry_point = entry_point
         self._services = services
-        self.state = State.STOPPED
+        self.lifecycle = Lifecycle()
         self.init_error = ""
         self.restarts = 0  # its inference workers restart under its own supervisor (see its status)
         self.worker_id = str(uuid.uuid4())
@@ -56,7 +56,6 @@ class NativeFunction:
         self._pumps: List[threading.Thread] = []
         self._threads: List[threading.Thread] = []
         self._stopping = threading.Event()
-        self._changed = threading.Condition()
         self.logger = logging.getLogger(f"ggic.function.{spec.name}.{self.worker_id[:8]}")
         self.logger.propagate = False  # its lines belong in its function log, not the runtime's
 
@@ -102,18 +101,16 @@ class NativeFunction:
         log.info("%s is ready", self.spec.arn)
         self._set_state(State.READY)
 
+    @property
+    def state(self) -> State:
+        return self.lifecycle.state
+
     def _set_state(self, state: State) -> None:
-        with self._changed:
-            self.state = state
-            self._changed.notify_all()
+        self.lifecycle.set(state)
 
     def wait_settled(self, timeout: float) -> State:
         """Wait until the connector is READY or has failed to start (or the timeout passes)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while self.state == State.STARTING and time.monotonic() < deadline:
-                self._changed.wait(deadline - time.monotonic())
-            return self.state
+        return self.lifecycle.wait_settled(timeout)
 
     def initialized(self, success: bool, response: str) -> None:
         """Only a function process reports its initialization over IPC; nothing to do here."""
@@ -181,12 +178,4 @@ class NativeFunction:
         return connector.status() if connector is not None and self.state == State.READY else None
 
     def health(self) -> Dict[str, object]:
-        """A worker health information object, as the Greengrass health check API reports one."""
-        state = {
-            State.STARTING: "Starting",
-            State.READY: "Working" if self.queue.in_flight else "Waiting",
-            State.FAILED_INIT: "FailedInitialization",
-            State.STOPPED: "Terminated",
-        }.get(self.state, "NotStarted")
-        return {"FuncArn": self.spec.arn, "WorkerId": self.worker_id, "ProcessId": os.getpid(),
-                "WorkerState": state}
+        return worker_health(self.spec.arn, self.worker_id, os.getpid(), self.state, self.queue.in_flight > 0)

@@ -154,7 +154,8 @@ def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfi
     environment.update({CONNECTOR_ARN_ENV: connector.connector_arn, CONNECTOR_ID_ENV: connector.connector_id})
     return FunctionSpec(arn=connector.function_arn, handler=catalog.handler, encoding="binary",
                         environment=environment, log_path=config.user_log_dir / "aws" / f"{name}.log",
-                        working_dir=config.connector_package, is_connector=True, timeout_s=catalog.function_timeout_s(connector.parameters),
+                        working_dir=config.connector_package, is_connector=True,
+                        timeout_s=catalog.function_timeout_s(connector.parameters),
                         log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
 
 

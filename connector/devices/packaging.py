@@ -2,12 +2,12 @@
 
 The zip holds what the connector needs on a real core and nothing else: `connector/image_classification` and
 `connector/contract` (the catalog, schemas loader, log format it shares with our runtime), `schemas/` beside them
-(where `connector.contract.schemas` looks), and the `greengrass_machine_learning_sdk` with which a version 2
-connector hands samples to the group's ML Feedback connector (`MLFeedbackConnectorConfigId`); the core provides
-`greengrass_common` and `greengrass_ipc_python_sdk`. Not our runtime, control plane or device tools.
-Handler: `connector.image_classification.handler.function_handler`; runtime python3.7+ (or python3.8 on newer cores); pinned
-(long-lived); input encoding binary. MXNet, numpy and OpenCV are not bundled: the device provides them (the
-connector documentation's install scripts, or `install/`), as with the original connector.
+(where `connector.contract.schemas` looks), and the `greengrass_machine_learning_sdk` with which a version 2 connector
+hands samples to the group's ML Feedback connector (`MLFeedbackConnectorConfigId`); the core provides
+`greengrass_common` and `greengrass_ipc_python_sdk`. Not our runtime, control plane or device tools. Handler:
+`connector.image_classification.handler.function_handler`; runtime python3.7+ (or python3.8 on newer cores); pinned
+(long-lived); input encoding binary. MXNet, numpy and OpenCV are not bundled: the device provides them (the connector
+documentation's install scripts, or `install/`), as with the original connector.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The ML Feedback connector's parameters: FeedbackConfigurationMap and RequestLimit.
 
-Greengrass checked connector parameters when a definition was created, so a bad map never reached a core.  The
-rules live in ``schemas/ml-feedback-v1.schema.json`` (the Parameters object) and
-``schemas/ml-feedback-configuration-map.schema.json`` (the map once parsed), and are applied with the same
-jsonschema helpers as the Image Classification parameters (`connector.image_classification.parameters`), so the messages read the
+Greengrass checked connector parameters when a definition was created, so a bad map never reached a core.  The rules
+live in ``schemas/ml-feedback-v1.schema.json`` (the Parameters object) and
+``schemas/ml-feedback-configuration-map.schema.json`` (the map once parsed), and are applied with the same jsonschema
+helpers as the Image Classification parameters (`connector.image_classification.parameters`), so the messages read the
 same way and *every* problem is reported at once.
 
 Object keys: ``<s3-prefix>/<uuid>.<file-ext>``, as the connector documents.  An empty prefix adds no leading

@@ -1,12 +1,12 @@
 """How a version 2 image classification connector feeds the ML Feedback connector (`MLFeedbackConnectorConfigId`).
 
-After each successful inference the connector hands the request's image and the prediction to the group's ML
-Feedback connector, under its config id: as a Lambda on a core with the ML SDK's `client('feedback').publish` (the
-same call a user Lambda makes, `sdk_sender`), natively in our runtime by invoking the feedback connector's
-function with the same client context (`invoke_sender`). The hand-off runs on a thread of its own behind a bounded queue, so the caller's answer never waits
-for it (nor for the sampling and the S3 upload, which the feedback connector does later still). When the queue is
-full (the feedback connector is slower than inference for a long while) a sample is skipped with a warning and
-counted: the prediction is still answered, and nothing is dropped without a log line.
+After each successful inference the connector hands the request's image and the prediction to the group's ML Feedback
+connector, under its config id: as a Lambda on a core with the ML SDK's `client('feedback').publish` (the same call a
+user Lambda makes, `sdk_sender`), natively in our runtime by invoking the feedback connector's function with the same
+client context (`invoke_sender`). The hand-off runs on a thread of its own behind a bounded queue, so the caller's
+answer never waits for it (nor for the sampling and the S3 upload, which the feedback connector does later still).
+When the queue is full (the feedback connector is slower than inference for a long while) a sample is skipped with a
+warning and counted: the prediction is still answered, and nothing is dropped without a log line.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class FeedbackForwarder:
                            {"service-name": self.service_name, "request-id": request_id,
                             "content-type": content_type or ""})
                 self.forwarded += 1
-                self.log.debug("[%s] sample handed to the ML Feedback connector (config %s)", request_id, self.config_id)
+                self.log.debug("[%s] sample handed to the ML Feedback connector (config %s)", request_id,
+                               self.config_id)
             except FeedbackRejectedError as exc:
                 self.rejected += 1
                 self.log.warning("[%s] the ML Feedback connector refused the sample (config %s): %s", request_id,

@@ -168,7 +168,8 @@ def cached_onnx(artifact: ModelArtifact, shape: Tuple[int, int, int], cache_dir:
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))
     try:
-        done = subprocess.run([sys.executable, "-m", "connector.image_classification.onnx_model", str(artifact.directory),
+        done = subprocess.run([sys.executable, "-m", "connector.image_classification.onnx_model",
+                               str(artifact.directory),
                                ",".join(map(str, shape)), str(staging / target.name)],
                               capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S,
                               env=dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -245,7 +246,8 @@ class OnnxClassifierModel:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """`python -m connector.image_classification.onnx_model MODEL_DIR C,H,W OUT.onnx`: convert, print the Conversion as JSON."""
+    """`python -m connector.image_classification.onnx_model MODEL_DIR C,H,W OUT.onnx`: convert, print the Conversion
+    as JSON."""
     from connector.image_classification.artifact import locate
 
     model_dir, shape_text, out = argv if argv is not None else sys.argv[1:]

@@ -1,9 +1,10 @@
 """The supervisor of the inference worker: the connector's promises about time and memory are kept here.
 
-The connector's own process (the runtime's, or a Lambda's on a core) never imports MXNet. It owns its worker processes (`connector.image_classification.worker`; one by
-default, `GGIC_WORKERS` / `ggic run --workers N` for more, each with cores / N engine threads and an equal share of
-the memory limit, or `--workers auto`: as many as the cores and the memory limit allow, see `choose_layout`) and,
-in the manner of gunicorn's arbiter, gives each explicit states, watches it, reaps it and replaces it:
+The connector's own process (the runtime's, or a Lambda's on a core) never imports MXNet. It owns its worker processes
+(`connector.image_classification.worker`; one by default, `GGIC_WORKERS` / `ggic run --workers N` for more, each with
+cores / N engine threads and an equal share of the memory limit, or `--workers auto`: as many as the cores and the
+memory limit allow, see `choose_layout`) and, in the manner of gunicorn's arbiter, gives each explicit states, watches
+it, reaps it and replaces it:
 
     STARTING ──ready──▶ READY ⇄ BUSY        (a request in hand)
         │                  │
@@ -341,7 +342,8 @@ class InferenceSupervisor:
         environment = dict(self.environment)  # the worker finds this package wherever the Lambda's code was unpacked
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, environment.get("PYTHONPATH")]))
         threads = self.threads
-        environment[ENGINE_THREADS_ENV] = str(threads)  # workers x threads <= cores (the layout), read before MXNet loads
+        # workers x threads <= cores (the layout); read once, before MXNet loads
+        environment[ENGINE_THREADS_ENV] = str(threads)
         process = subprocess.Popen([sys.executable, "-m", "connector.image_classification.worker"], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, env=environment,
                                    stderr=subprocess.PIPE if self.capture_output else None)

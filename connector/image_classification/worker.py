@@ -1,9 +1,9 @@
 """The inference worker: the only process that loads MXNet and runs model code.
 
-Started by `supervisor.InferenceSupervisor` as `python -m connector.image_classification.worker` with the connector's parameters in its
-environment. It loads the model, runs one warm-up forward (so the memory it reports is what serving needs), says
-`ready`, then answers frames from its supervisor one at a time: `infer` (image bytes → probabilities or a refused
-request) and `ping` (liveness and RSS). It exits when its supervisor goes away.
+Started by `supervisor.InferenceSupervisor` as `python -m connector.image_classification.worker` with the connector's
+parameters in its environment. It loads the model, runs one warm-up forward (so the memory it reports is what serving
+needs), says `ready`, then answers frames from its supervisor one at a time: `infer` (image bytes → probabilities or a
+refused request) and `ping` (liveness and RSS). It exits when its supervisor goes away.
 """
 
 from __future__ import annotations

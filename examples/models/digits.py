@@ -2,8 +2,8 @@
 
 The connector's tests need a model whose answers are known to be right, small enough to commit.  The digits ship
 inside scikit-learn, so training needs no download.  Every training image goes through the same PNG encoding and
-`connector.image_classification.imaging.preprocess` path a client request takes (8×8 grey PNG → 3×28×28 raw 0-255 RGB), so the network
-learns exactly what the connector will feed it.
+`connector.image_classification.imaging.preprocess` path a client request takes (8×8 grey PNG → 3×28×28 raw 0-255
+RGB), so the network learns exactly what the connector will feed it.
 
     python -m examples.models.digits --dest tests/data/digits-resnet20 --tarball tests/data/digits-resnet20.tar.gz
 """

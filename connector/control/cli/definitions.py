@@ -57,26 +57,14 @@ def cmd_create_subscription_definition(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands, common: argparse.ArgumentParser) -> None:
-    create = commands.add_parser("create-connector-definition", parents=[common],
-                                 help="validate and store a connector definition (AWS CLI shape)")
-    create.add_argument("--name")
-    create.add_argument("--initial-version", required=True, help="JSON or file://path")
-    create.add_argument("--tags", help="JSON or file://path")
-    create.add_argument("--region")
-    create.set_defaults(func=cmd_create_connector_definition)
-    resources = commands.add_parser("create-resource-definition", parents=[common],
-                                    help="validate and store ML resources with a SageMaker source (AWS CLI shape)")
-    resources.add_argument("--name")
-    resources.add_argument("--initial-version", required=True, help="JSON or file://path")
-    resources.add_argument("--tags", help="JSON or file://path")
-    resources.add_argument("--region")
-    resources.set_defaults(func=cmd_create_resource_definition)
-
-    subscriptions = commands.add_parser("create-subscription-definition", parents=[common],
-                                        help="validate and store subscriptions: who publishes what to whom "
-                                             "(AWS CLI shape)")
-    subscriptions.add_argument("--name")
-    subscriptions.add_argument("--initial-version", required=True, help="JSON or file://path")
-    subscriptions.add_argument("--tags", help="JSON or file://path")
-    subscriptions.add_argument("--region")
-    subscriptions.set_defaults(func=cmd_create_subscription_definition)
+    for name, func, what in (
+            ("create-connector-definition", cmd_create_connector_definition, "a connector definition"),
+            ("create-resource-definition", cmd_create_resource_definition, "ML resources with a SageMaker source"),
+            ("create-subscription-definition", cmd_create_subscription_definition,
+             "subscriptions: who publishes what to whom")):
+        command = commands.add_parser(name, parents=[common], help=f"validate and store {what} (AWS CLI shape)")
+        command.add_argument("--name")
+        command.add_argument("--initial-version", required=True, help="JSON or file://path")
+        command.add_argument("--tags", help="JSON or file://path")
+        command.add_argument("--region")
+        command.set_defaults(func=func)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 from connector.control.cli.arguments import (
@@ -20,7 +17,6 @@ from connector.control.cli.arguments import (
     read_json_argument,
 )
 
-log = logging.getLogger("ggic")
 
 
 def _group_version_argument(args: argparse.Namespace) -> Dict[str, str]:
@@ -88,109 +84,50 @@ def cmd_create_group_version(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serving_runtime(state_dir: Path, group_id: str) -> Optional[int]:
-    """The pid of the `ggic run --group` that serves this group from this state directory, if one runs."""
-    try:
-        state = json.loads((state_dir / "runtime.json").read_text())
-        pid = int(state["pid"])
-        if (state.get("group") or {}).get("Id") != group_id:
-            return None
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return pid
-
-
 def cmd_create_deployment(args: argparse.Namespace) -> int:
-    """Check the group version, fetch its ML resources, hand it to the runtime serving the group."""
-    import time
-
-    from connector.contract.problems import INVALID_REQUEST, BadRequestError
-    from connector.control.fetch_model import FetchModelError, fetch_model, progress_for
-    from connector.control.groups import (
-        FAILURE,
-        IN_PROGRESS,
-        SUCCESS,
-        GroupNotFoundError,
-        GroupStore,
-        deployment_problems,
-        resolve_group_version,
+    """Check the group version, fetch its ML resources, hand it to the runtime serving the group
+    (`connector.control.deployments`)."""
+    from connector.contract.problems import BadRequestError
+    from connector.control.deployments import (
+        DeploymentFailedError,
+        checked_contents,
+        deployable_version,
+        fetch_models,
+        serving_runtime,
+        wait_applied,
     )
+    from connector.control.groups import GroupNotFoundError, GroupStore
 
     cli_logging(args.verbose)
     store = GroupStore(args.state_dir, DEFAULT_REGION)
     try:
-        record = store.get(args.group_id)
-        group_id = record["Group"]["Id"]
-        version_id = args.group_version_id
-        if args.deployment_type in ("ResetDeployment", "ForceResetDeployment"):
-            return bad_request("CreateDeployment", BadRequestError([{
-                "DetailedErrorCode": INVALID_REQUEST,
-                "DetailedErrorMessage": f"DeploymentType {args.deployment_type} is not supported by ggic: stop "
-                                        f"`ggic run --group {group_id}` to stop serving the group"}],
-                "Unsupported deployment type"))
-        if args.deployment_type == "Redeployment":
-            if not args.deployment_id:
-                return bad_request("CreateDeployment", BadRequestError([{
-                    "DetailedErrorCode": INVALID_REQUEST,
-                    "DetailedErrorMessage": "DeploymentType Redeployment needs --deployment-id: the deployment to "
-                                            "redo"}], "Missing DeploymentId"))
-            version_id = store.deployment(group_id, args.deployment_id)["GroupVersionId"]
-        version = store.version(record, version_id)
+        record, version = deployable_version(store, args.group_id, args.deployment_type, args.group_version_id,
+                                             args.deployment_id)
+        contents, warnings = checked_contents(args.state_dir, version)
     except GroupNotFoundError as exc:
         raise CLIError(str(exc)) from None
-    try:
-        contents, warnings = resolve_group_version(args.state_dir, version["Definition"])
-        problems = deployment_problems(contents)
-        if problems:
-            raise BadRequestError(problems, f"Group version {version['Version']} cannot be deployed: "
-                                            f"{len(problems)} problem(s) found")
     except BadRequestError as exc:
         return bad_request("CreateDeployment", exc)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
+    group_id = record["Group"]["Id"]
     deployment = store.create_deployment(group_id, version["Version"], args.deployment_type)
-    deployment_id = deployment["DeploymentId"]
-    print(json.dumps({"DeploymentArn": deployment["DeploymentArn"], "DeploymentId": deployment_id}, indent=4))
+    print(json.dumps({"DeploymentArn": deployment["DeploymentArn"], "DeploymentId": deployment["DeploymentId"]},
+                     indent=4))
     sys.stdout.flush()
-    for resource_id, data in sorted(contents.ml_resources.items()):
-        log.info("ML resource %s: the model of %s into %s", resource_id, data["SageMakerJobArn"],
-                 data["DestinationPath"])
-        progress = progress_for(sys.stderr)
-        try:
-            result = fetch_model(data["SageMakerJobArn"], Path(data["DestinationPath"]), region=args.region,
-                                 progress=progress)
-        except FetchModelError as exc:
-            message = f"ML resource {resource_id!r}: {exc}"
-            store.update_deployment(group_id, deployment_id, FAILURE, message)
-            raise CLIError(f"deployment {deployment_id} failed: {message}") from None
-        finally:
-            progress.close()
-        for line in result.summary().splitlines():
-            log.info("ML resource %s: %s", resource_id, line)
-    store.update_deployment(group_id, deployment_id, IN_PROGRESS)
-
-    if _serving_runtime(args.state_dir, group_id) is None:
-        print(f"ggic: no runtime serves group {group_id} from {args.state_dir}: `ggic run --group {group_id}` "
-              f"will run this deployment", file=sys.stderr)
-        return 0
-    if args.no_wait:
-        return 0
-    deadline = time.monotonic() + args.wait_timeout
-    while time.monotonic() < deadline:
-        current = store.deployment(group_id, deployment_id)
-        if current["DeploymentStatus"] == SUCCESS:
-            print(f"ggic: deployment {deployment_id} is serving", file=sys.stderr)
+    try:
+        fetch_models(store, deployment, contents, args.region, sys.stderr)
+        if serving_runtime(args.state_dir, group_id) is None:
+            print(f"ggic: no runtime serves group {group_id} from {args.state_dir}: `ggic run --group {group_id}` "
+                  f"will run this deployment", file=sys.stderr)
             return 0
-        if current["DeploymentStatus"] == FAILURE:
-            raise CLIError(f"deployment {deployment_id} failed: {current['ErrorMessage']}")
-        if _serving_runtime(args.state_dir, group_id) is None:
-            raise CLIError(f"the runtime serving group {group_id} stopped before deployment {deployment_id} "
-                           f"was applied; `ggic run --group {group_id}` will run it")
-        time.sleep(0.1)
-    raise CLIError(f"deployment {deployment_id} was not applied within {args.wait_timeout:g} s; see "
-                   f"`ggic get-deployment-status --group-id {group_id} --deployment-id {deployment_id}`")
+        if not args.no_wait:
+            wait_applied(store, args.state_dir, deployment, args.wait_timeout)
+            print(f"ggic: deployment {deployment['DeploymentId']} is serving", file=sys.stderr)
+    except DeploymentFailedError as exc:
+        raise CLIError(str(exc)) from None
+    return 0
 
 
 def cmd_get_deployment_status(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
 def add_commands(commands, common: argparse.ArgumentParser) -> None:
     fetch = commands.add_parser("fetch-model", parents=[common],
                                 help="download, verify and atomically place a SageMaker training job's model")
-    fetch.add_argument("--training-job-arn", required=True, help="arn:aws:sagemaker:<region>:<account>:training-job/<name>")
+    fetch.add_argument("--training-job-arn", required=True,
+                       help="arn:aws:sagemaker:<region>:<account>:training-job/<name>")
     fetch.add_argument("--destination", required=True, type=Path, help="the model directory (replaced as a whole)")
     fetch.add_argument("--region", help="SageMaker and S3 region (default: the ARN's)")
     fetch.add_argument("--verbose", action="store_true")
