@@ -193,3 +193,24 @@ def test_auto_layout_with_room_for_one_worker_keeps_one_with_every_core(tmp_path
         assert [worker["threads"] for worker in supervisor["workers"]] == [cores]
         answers = _invoke_all([image.png for image in digits_images()[:3]], clients=1)
         assert len(answers) == 3
+
+
+def test_stopping_while_the_heartbeat_pings_raises_nothing_in_any_thread(digits_model, monkeypatch):
+    """Natively hosted, the supervisor lives in the runtime's process: stopping it while its heartbeat is writing a
+    ping to a worker (stop() closes the worker's input) must end quietly, not with a traceback in the runtime."""
+    from connector.image_classification.parameters import ImageClassificationParameters
+    from connector.image_classification.supervisor import InferenceSupervisor
+
+    failures: List[str] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(f"{args.thread.name}: "
+                                                                                f"{args.exc_type.__name__}"))
+    environment = dict(os.environ, **connector_entry(digits_model)["Parameters"])
+    parameters = ImageClassificationParameters.from_environment(environment)
+    for _ in range(3):  # pings every millisecond: a stop lands on one in flight most of the time
+        supervisor = InferenceSupervisor(parameters, environment, heartbeat_interval_s=0.001)
+        supervisor.start()
+        threading.Event().wait(0.05)
+        supervisor.stop()
+        assert all(worker.process.poll() is not None for worker in supervisor.workers)
+    threading.Event().wait(0.1)  # the heartbeat thread's last round
+    assert failures == []

@@ -462,7 +462,7 @@ class InferenceSupervisor:
                     f"inference did not finish within LocalInferenceServiceTimeoutSeconds "
                     f"({self.parameters.timeout_seconds} s); the worker was stopped and a new one is starting")
             header, answer = read_frame(worker.output)
-        except (FrameError, OSError):
+        except (FrameError, OSError, ValueError):  # ValueError: stop() closed its input meanwhile
             raise self._death_error(worker) from None
         self.last_answer_at = time.time()
         self._release(worker)
@@ -549,7 +549,7 @@ class InferenceSupervisor:
             time.sleep(self.heartbeat_interval_s)
             for worker in self.workers:
                 with self._lock:  # an idle worker is taken for the ping, so no request meets it meanwhile
-                    idle = worker.state == State.READY
+                    idle = worker.state == State.READY and not self._stopping
                     if idle:
                         worker.state = State.BUSY
                 if idle:
@@ -567,8 +567,8 @@ class InferenceSupervisor:
                 return
             read_frame(worker.output)
             self.last_answer_at = time.time()
-        except (FrameError, OSError):
-            pass  # it died: the reaper replaces it
+        except (FrameError, OSError, ValueError):
+            pass  # it died (the reaper replaces it), or stop() closed its input
 
     # --- reporting -------------------------------------------------------------------------------------------
 
