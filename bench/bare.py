@@ -29,7 +29,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--start-at", type=float, default=0.0, help="wall-clock start of the window")
     parser.add_argument("--serve", action="store_true", help="time N images for each N read from stdin")
     args = parser.parse_args(argv)
-    os.environ["GGIC_ENGINE_THREADS"] = str(args.threads)
+    from connector.contract.environment import ENGINE_THREADS_ENV
+
+    os.environ[ENGINE_THREADS_ENV] = str(args.threads)
 
     from connector.image_classification import artifact, imaging
     from connector.image_classification.model import ClassifierModel, resolve_input_shape

@@ -1,7 +1,8 @@
 """Every `GGIC_*` environment variable the Python code reads, named once.
 
 The runtime and the connectors read these; the install scripts have their own (`GGIC_HOME`, `GGIC_INSTALL_*`,
-documented in `install/`).
+documented in `install/`). Plain constants, for Python 2.7 and 3: a function process's runtime loop imports this
+file from its Lambda site (`connector/core/lambda_site.py`).
 """
 
 # The runtime (`ggic`)

@@ -22,9 +22,11 @@ import os
 import sys
 import time
 
-try:  # beside this file in a Lambda site (lambda_site.py copies the contract's log format there)
+try:  # beside this file in a Lambda site (lambda_site.py copies these modules of the contract there)
+    from ggic_environment import HANDLER_ENV
     from ggic_logformat import configure_lambda_logging
 except ImportError:  # imported from the connector package
+    from connector.contract.environment import HANDLER_ENV
     from connector.contract.logformat import configure_lambda_logging
 
 log = logging.getLogger('lambda_runtime')
@@ -171,7 +173,7 @@ def _error_text(exc):
 def main():
     configure_lambda_logging()
     function_arn = os.environ['MY_FUNCTION_ARN']
-    handler_spec = os.environ['GGIC_HANDLER']
+    handler_spec = os.environ[HANDLER_ENV]
     encoding = os.environ.get('ENCODING_TYPE', 'json')
 
     # The core's client first: a Lambda's own directory must not replace the loop's IPC client.

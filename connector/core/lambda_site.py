@@ -20,11 +20,12 @@ import shutil
 from pathlib import Path
 from typing import List, Tuple
 
-from connector.contract import logformat
+from connector.contract import environment, logformat
 
 PACKAGES = ("greengrass_common", "greengrass_ipc_python_sdk", "greengrass_machine_learning_sdk")
 RUNTIME_SCRIPT = "lambda_runtime.py"
-LOG_FORMAT_MODULE = "ggic_logformat.py"  # the contract's log format, which the runtime loop imports
+# The contract's modules the runtime loop imports (both written for Python 2.7 and 3), by their names in the site.
+CONTRACT_MODULES = ((environment, "ggic_environment.py"), (logformat, "ggic_logformat.py"))
 
 
 def _package_dir(name: str) -> Path:
@@ -37,7 +38,7 @@ def _package_dir(name: str) -> Path:
 def site_files() -> List[Tuple[Path, str]]:
     """(source file, name in the site) for everything a function process imports from the core."""
     files = [(Path(__file__).with_name(RUNTIME_SCRIPT), RUNTIME_SCRIPT),
-             (Path(logformat.__file__), LOG_FORMAT_MODULE)]
+             *((Path(module.__file__), name) for module, name in CONTRACT_MODULES)]
     for package in PACKAGES:
         directory = _package_dir(package)
         files += [(path, f"{package}/{path.name}") for path in sorted(directory.glob("*.py"))]

@@ -112,7 +112,7 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class Layout:
-    """How many inference workers and how many engine threads each: what the status file reports."""
+    """How many inference workers and how many engine threads each: what its status reports."""
 
     mode: str                  # "auto" or "fixed" (--workers N)
     workers: int
