@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from connector.control.definitions import (
+from connector.control.definition_store import (
     ConnectorDefinitionStore,
     DefinitionNotFoundError,
     ResourceDefinitionStore,

@@ -29,7 +29,7 @@ def _create_definition(args: argparse.Namespace, operation: str, validate, store
 
 def cmd_create_connector_definition(args: argparse.Namespace) -> int:
     from connector.control.connector_definitions import validate_connector_definition
-    from connector.control.definitions import ConnectorDefinitionStore
+    from connector.control.definition_store import ConnectorDefinitionStore
 
     return _create_definition(args, "CreateConnectorDefinition", validate_connector_definition,
                               ConnectorDefinitionStore,
@@ -37,7 +37,7 @@ def cmd_create_connector_definition(args: argparse.Namespace) -> int:
 
 
 def cmd_create_resource_definition(args: argparse.Namespace) -> int:
-    from connector.control.definitions import ResourceDefinitionStore
+    from connector.control.definition_store import ResourceDefinitionStore
     from connector.control.groups import SAGEMAKER_RESOURCE, validate_resource_definition
 
     return _create_definition(
@@ -47,7 +47,7 @@ def cmd_create_resource_definition(args: argparse.Namespace) -> int:
 
 
 def cmd_create_subscription_definition(args: argparse.Namespace) -> int:
-    from connector.control.definitions import SubscriptionDefinitionStore
+    from connector.control.definition_store import SubscriptionDefinitionStore
     from connector.control.subscriptions import subscription_arns, validate_subscription_definition
 
     return _create_definition(args, "CreateSubscriptionDefinition",

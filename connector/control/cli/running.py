@@ -33,7 +33,7 @@ def runtime_config(args: argparse.Namespace, region: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from connector.control.definitions import ConnectorDefinitionStore, DefinitionNotFoundError
+    from connector.control.definition_store import ConnectorDefinitionStore, DefinitionNotFoundError
     from connector.control.groups import connector_deployments
     from connector.core.logfiles import system_log_handler
     from connector.core.runtime import Runtime, RuntimeStartError
@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _subscriptions(args: argparse.Namespace) -> List[Dict[str, str]]:
     """The Subscriptions of `--subscription-definition` (none without it)."""
-    from connector.control.definitions import DefinitionNotFoundError, SubscriptionDefinitionStore
+    from connector.control.definition_store import DefinitionNotFoundError, SubscriptionDefinitionStore
 
     if not args.subscription_definition:
         return []
