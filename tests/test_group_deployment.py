@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sklearn.datasets import load_digits
 from test_end_to_end import run_greengrasssdk
 
@@ -170,7 +171,14 @@ class Client:
             thread.join(30)
 
 
-def test_a_deployment_swaps_the_model_without_a_failed_request(tmp_path, moto_endpoint, sdk_env):
+def _generation(status: dict, hosting: str) -> int:
+    """What runs a connector generation: its inference worker when hosted natively (in the runtime's process),
+    its function process when hosted as a Lambda."""
+    return int(status["supervisor"]["worker"]["pid"] if hosting == "native" else status["pid"])
+
+
+@pytest.mark.parametrize("hosting", ["native", "lambda"])
+def test_a_deployment_swaps_the_model_without_a_failed_request(tmp_path, moto_endpoint, sdk_env, hosting):
     group = Group(tmp_path / "state", moto_endpoint)
     destination = tmp_path / "ml" / "digits"
     first_job = create_job(moto_endpoint, "group-digits", DIGITS_ARCHIVE.read_bytes())
@@ -184,13 +192,14 @@ def test_a_deployment_swaps_the_model_without_a_failed_request(tmp_path, moto_en
     assert "`ggic run --group" in group.stderr and "will run this deployment" in group.stderr
     assert json.loads((destination / ".ggic-model.json").read_text())["TrainingJobName"] == "group-digits"
 
-    runtime = GGICRuntime(group.state_dir, [], extra_env=aws_env(moto_endpoint), run_args=["--group", "line-1"])
+    runtime = GGICRuntime(group.state_dir, [], extra_env=aws_env(moto_endpoint),
+                          run_args=["--group", "line-1", "--connector-hosting", hosting])
     with runtime:
         status = group.run("get-deployment-status", "--group-id", "line-1", "--deployment-id", first["DeploymentId"])
         assert status["DeploymentStatus"] == "Success"
         old = runtime.connector_status()
         assert old["ready"], old
-        old_pid, old_worker = old["pid"], old["supervisor"]["worker"]["pid"]
+        old_generation = _generation(old, hosting)
         sdk_env(runtime)
         with Client() as client:
             client.wait_for(20)
@@ -217,12 +226,12 @@ def test_a_deployment_swaps_the_model_without_a_failed_request(tmp_path, moto_en
         state = json.loads((group.state_dir / "runtime.json").read_text())
         assert state["group"]["DeploymentId"] == second["DeploymentId"]
         new = runtime.connector_status()
-        # The connector runs in the runtime's process (native hosting): a generation is its inference workers.
-        assert new["ready"] and new["pid"] == old_pid and new["supervisor"]["worker"]["pid"] != old_worker
+        assert new["ready"] and _generation(new, hosting) != old_generation
+        assert (new["pid"] == old["pid"] == runtime.process.pid) == (hosting == "native")
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _alive(old_worker):
+        while time.monotonic() < deadline and _alive(old_generation):
             time.sleep(0.1)
-        assert not _alive(old_worker), "the previous generation still runs"
+        assert not _alive(old_generation), "the previous generation still runs"
         assert len([entry for entry in runtime.health()["functions"] if entry["connector"]]) == 1
         assert f"stopped the previous generation arn:aws:lambda:us-west-2:aws:function:{CONNECTOR_FUNCTION}:" \
                f"{first['DeploymentId']}" in runtime.output()
