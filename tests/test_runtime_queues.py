@@ -101,3 +101,16 @@ def test_log_files_rotate_by_size_and_keep_a_bounded_number(tmp_path):
     assert path.read_text().splitlines()[-1] == "line 039 ........"
     newest_backup = (tmp_path / "f.log.1").read_text().splitlines()
     assert int(newest_backup[-1].split()[1]) + 1 == int(path.read_text().split()[1])
+
+
+def test_the_summary_gives_the_mean_latency_of_answered_invocations():
+    """`ggic status`'s "mean latency": the histogram's sum over its count (Prometheus gives the count first)."""
+    from connector.core.invocations import Invocation
+    from connector.core.metrics import RuntimeMetrics
+
+    metrics = RuntimeMetrics(lambda: [])
+    for waited_s in (0.2, 0.4):
+        invocation = Invocation(ARN, b"", "", received=time.monotonic() - waited_s, listener=metrics.observe)
+        invocation.finish(b"[0.5,0.5]")
+    mean = metrics.summary()["f"]["mean_latency_s"]
+    assert 0.3 <= mean < 0.35 and metrics.summary()["f"]["ok"] == 2
