@@ -51,6 +51,16 @@ class ConnectorSettings:
         return env
 
 
+def connector_environment(parameters: Mapping[str, str], settings: ConnectorSettings, connector_arn: str,
+                          connector_id: str) -> Dict[str, str]:
+    """What a connector finds in its environment beside the core's variables, hosted either way: its parameters
+    (as a core passes them), the runtime's settings, and which catalog connector it is."""
+    env = dict(parameters)
+    env.update(settings.environment())
+    env.update({CONNECTOR_ARN_ENV: connector_arn, CONNECTOR_ID_ENV: connector_id})
+    return env
+
+
 # (function ARN, payload, the client context's `custom`) → (answer payload, function error: "" or Handled/Unhandled)
 Invoke = Callable[[str, bytes, Mapping[str, Any]], Tuple[bytes, str]]
 
@@ -77,9 +87,7 @@ class HostServices:
         the runtime's settings): what its child processes get."""
         env = dict(os.environ)
         env.update(self.extra_environment)
-        env.update(self.parameters)
-        env.update(self.settings.environment())
-        env.update({CONNECTOR_ARN_ENV: self.connector_arn, CONNECTOR_ID_ENV: self.connector_id})
+        env.update(connector_environment(self.parameters, self.settings, self.connector_arn, self.connector_id))
         return env
 
 

@@ -149,7 +149,7 @@ def serve(handler, function_arn, encoding, client):
                 log.debug('[%s] %s: %s', item.invocation_id, type(exc).__name__, exc)
             else:
                 log.error('[%s] %s: %s', item.invocation_id, type(exc).__name__, exc, exc_info=True)
-            error = (_error_text(exc), type(exc).__name__)
+            error = (error_text(exc), type(exc).__name__)
         try:
             if error is None:
                 client.post_work_result(function_arn, WorkItem(item.invocation_id, result, None))
@@ -162,7 +162,8 @@ def serve(handler, function_arn, encoding, client):
                         item.invocation_id, exc.error_message or exc)
 
 
-def _error_text(exc):
+def error_text(exc):
+    """A Handled error's message: the exception's text, else its type's name."""
     try:
         text = _TEXT(exc) if _PYTHON2 else str(exc)
     except UnicodeError:  # Python 2: a bytes message that is not ASCII

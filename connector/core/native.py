@@ -26,7 +26,7 @@ from connector.contract.status import SupervisorStatus
 from connector.contract.supervision import Lifecycle, State
 from connector.core.functions import FunctionSpec, worker_health
 from connector.core.invocations import HANDLED, FunctionQueue, Invocation, InvocationNotFoundError, error_payload
-from connector.core.lambda_runtime import Context, encode_result
+from connector.core.lambda_runtime import Context, encode_result, error_text
 from connector.core.logfiles import FunctionLogHandler, RotatingLogFile, pump
 
 log = logging.getLogger("ggic.runtime")
@@ -159,7 +159,7 @@ class NativeFunction:
         except Exception as exc:  # a Handled error: the caller gets it, the connector goes on
             if not getattr(exc, "expected", False):
                 self.logger.error("[%s] %s: %s", invocation.id, type(exc).__name__, exc, exc_info=True)
-            answer = error_payload(str(exc) or type(exc).__name__, type(exc).__name__)
+            answer = error_payload(error_text(exc), type(exc).__name__)
             function_error, reason = HANDLED, getattr(exc, "reason", None)
         try:
             self.queue.complete(invocation.id, answer, function_error, reason=reason)

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple
 
-from connector.contract.greengrass import ALL_OR_ERROR, BEST_EFFORT, QUEUE_FULL_POLICIES
+from connector.contract.greengrass import ALL_OR_ERROR, BEST_EFFORT, QUEUE_FULL_POLICIES, encode_client_context
 from connector.core.invocations import EVENT, Dispatcher, FunctionNotFoundError, QueueFullError, unqualified_arn
 
 log = logging.getLogger("ggic.router")
@@ -321,7 +321,7 @@ def parse_publish(client_context: str, payload: bytes) -> Publish:
 
 def delivery_context(topic: str, source: str) -> str:
     """The client context a subscription target gets: what a core puts there for a routed message."""
-    return base64.b64encode(json.dumps({"custom": {"subject": topic, "source": source}}).encode("utf-8")).decode()
+    return encode_client_context({"subject": topic, "source": source})
 
 
 class _DropWarnings:

@@ -10,7 +10,6 @@ connectors only through the catalog and the hosting contract (`connector.contrac
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -23,9 +22,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from connector.contract.catalog import connector_spec
-from connector.contract.environment import CONNECTOR_ARN_ENV, CONNECTOR_ID_ENV
-from connector.contract.greengrass import ROUTER_FUNCTION_ARN
-from connector.contract.hosting import ConnectorSettings, HostServices
+from connector.contract.greengrass import ROUTER_FUNCTION_ARN, encode_client_context
+from connector.contract.hosting import ConnectorSettings, HostServices, connector_environment
 from connector.contract.status import SupervisorStatus
 from connector.contract.supervision import State
 from connector.core.functions import FunctionProcess, FunctionSpec
@@ -149,9 +147,8 @@ def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfi
     (`...:function:NAME:QUALIFIER`, a group deployment's generation) keeps the function's log file."""
     catalog = connector_spec(connector.connector_arn)
     name = connector.function_arn.split(":function:", 1)[1].split(":", 1)[0]
-    environment = dict(connector.parameters)
-    environment.update(config.connector_settings.environment())
-    environment.update({CONNECTOR_ARN_ENV: connector.connector_arn, CONNECTOR_ID_ENV: connector.connector_id})
+    environment = connector_environment(connector.parameters, config.connector_settings, connector.connector_arn,
+                                        connector.connector_id)
     return FunctionSpec(arn=connector.function_arn, handler=catalog.handler, encoding="binary",
                         environment=environment, log_path=config.user_log_dir / "aws" / f"{name}.log",
                         working_dir=config.connector_package, is_connector=True,
@@ -298,13 +295,13 @@ class Runtime:
         function_arn = connector.function_arn
 
         def publish(topic: str, payload: Any) -> None:
-            data = json.dumps(payload).encode("utf-8") if isinstance(payload, (dict, list)) else payload
-            self.router.publish(Publish(function_arn, topic, data if isinstance(data, bytes) else
-                                        str(data).encode("utf-8")))
+            if isinstance(payload, (dict, list)):  # as greengrasssdk's iot-data client sends them
+                payload = json.dumps(payload)
+            data = payload if isinstance(payload, bytes) else str(payload).encode("utf-8")
+            self.router.publish(Publish(function_arn, topic, data))
 
         def invoke(target_arn: str, payload: bytes, custom: Mapping[str, Any]) -> Tuple[bytes, str]:
-            context = base64.b64encode(json.dumps({"custom": dict(custom)}).encode("utf-8")).decode()
-            invocation = self.dispatcher.submit(target_arn, payload, context, REQUEST_RESPONSE)
+            invocation = self.dispatcher.submit(target_arn, payload, encode_client_context(custom), REQUEST_RESPONSE)
             try:
                 invocation.wait(None)
             finally:

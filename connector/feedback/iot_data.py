@@ -8,12 +8,11 @@ connector) publish the same way, so their messages follow the same subscription 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from typing import Any, Optional
 
-from connector.contract.greengrass import QUEUE_FULL_POLICIES, ROUTER_FUNCTION_ARN
+from connector.contract.greengrass import QUEUE_FULL_POLICIES, ROUTER_FUNCTION_ARN, encode_client_context
 
 
 class IoTDataPublisher:
@@ -35,5 +34,4 @@ class IoTDataPublisher:
         if isinstance(payload, (dict, list)):
             payload = json.dumps(payload)
         custom = {"source": self.source_arn, "subject": topic, "queueFullPolicy": queue_full_policy}
-        client_context = base64.b64encode(json.dumps({"custom": custom}).encode("utf-8"))
-        self._client.post_work(self.router_arn, payload, client_context, "Event")
+        self._client.post_work(self.router_arn, payload, encode_client_context(custom), "Event")
