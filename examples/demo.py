@@ -110,12 +110,17 @@ def main() -> int:
         for line in log.splitlines()[:8]:
             print("    " + re.sub(r"(predictions: \[[^\]]{0,90})[^\]]*\]", r"\1...]", line)[:220])
 
-        step(f"ggic invoke --service-name imageClassification --body fileb://{image.relative_to(REPO)} --top-k 5")
+        step(f"ggic invoke --service-name imageClassification --body fileb://{image.relative_to(REPO)} "
+             f"--labels {labels.relative_to(REPO)} --top-k 5")
         top = ggic("invoke", "--service-name", "imageClassification", "--content-type", "image/jpeg",
                    "--body", f"fileb://{image}", "--labels", str(labels), "--top-k", "5").stdout
         print(top.rstrip())
         probability, index, label = top.splitlines()[0].split(None, 2)
         step(f"top prediction for {image.name}: {label} (ImageNet class {index}, p={probability})")
+        print(f"    the class names came from --labels {labels.relative_to(REPO)}; the model is in "
+              f"{model.relative_to(REPO)}")
+        print("    next: `source .venv/bin/activate` puts ggic on your PATH; the README's quick start continues "
+              "with your own model")
     finally:
         runtime.send_signal(signal.SIGTERM)
         runtime.wait(30)

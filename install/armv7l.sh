@@ -14,13 +14,13 @@ SUPPORTED_OS_DESCRIPTION="Raspberry Pi OS, Debian and Ubuntu"
 # What an MXNet built on the Pi links (OpenBLAS, LAPACK, gfortran 5, OpenMP), plus the C++ runtime.
 APT_PACKAGES=(libopenblas0 liblapack3 libgfortran5 libgomp1 libstdc++6)
 PLATFORM_NOTES="
-PyPI has no MXNet 1.9.1 for armv7l: build it (README: Installing the dependencies) and pass --mxnet-wheel FILE.
+PyPI has no MXNet 1.9.1 for armv7l: build it (docs/deployment.md: Installing the dependencies) and pass --mxnet-wheel FILE.
 numpy and OpenCV come from the configured indexes (Raspberry Pi OS adds piwheels.org); if OpenCV has no wheel,
 apt-get install python3-opencv and use --system-site-packages."
 
 platform_checks() {
     if [[ -z $MXNET_WHEEL ]] && ! python_dependencies_installed; then
-        die "PyPI has no MXNet 1.9.1 for armv7l (only x86_64 and aarch64 wheels): build it from source (README: Installing the dependencies) and run $SCRIPT_NAME --mxnet-wheel path/to/mxnet-1.9.1-*.whl"
+        die "PyPI has no MXNet 1.9.1 for armv7l (only x86_64 and aarch64 wheels): build it from source (docs/deployment.md: Installing the dependencies) and run $SCRIPT_NAME --mxnet-wheel path/to/mxnet-1.9.1-*.whl"
     fi
     # The documentation's advice: pip building or unpacking ML packages can exhaust a Pi's memory and hang it.
     local memory_kb swap_kb

@@ -125,7 +125,7 @@ require_os() {
             fi
         done
     done
-    die "$SCRIPT_NAME supports $SUPPORTED_OS_DESCRIPTION; this is '$OS_PRETTY' (ID=${OS_ID:-none} in $OS_RELEASE_FILE). On another distribution install the equivalent packages by hand (README: Installing the dependencies), then run: $SCRIPT_NAME --dry-run to see the Python steps"
+    die "$SCRIPT_NAME supports $SUPPORTED_OS_DESCRIPTION; this is '$OS_PRETTY' (ID=${OS_ID:-none} in $OS_RELEASE_FILE). On another distribution install the equivalent packages by hand (docs/deployment.md: Installing the dependencies), then run: $SCRIPT_NAME --dry-run to see the Python steps"
 }
 
 # --- system packages -----------------------------------------------------------------------------------------

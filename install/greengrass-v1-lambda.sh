@@ -177,5 +177,5 @@ cat <<EOF
         --resource-definition-version-arn RESOURCE_DEFINITION_VERSION_ARN
     aws greengrass create-deployment --group-id GROUP_ID --group-version-id GROUP_VERSION_ID \\
         --deployment-type NewDeployment
-    Callers invoke $FUNCTION_ARN (see README: Greengrass v1 group).
+    Callers invoke $FUNCTION_ARN (see docs/deployment.md: Greengrass v1 group).
 EOF
