@@ -179,13 +179,25 @@ def test_a_limit_below_what_the_loaded_model_needs_fails_at_start_with_the_need(
     need = int(output.split("the loaded model needs ", 1)[1].split(" KB", 1)[0])
     assert abs(need - model_need_kb) < 0.2 * model_need_kb
     assert f"LocalInferenceServiceMemoryLimitKB is {limit} KB" in output
+    assert_the_suggested_limit_works(tmp_path_factory, digits_model, output)
 
 
-def test_a_limit_far_below_the_model_stops_the_load_and_says_so(tmp_path_factory, digits_model):
-    output = start_failure(limits_runtime(tmp_path_factory, digits_model,
-                                          LocalInferenceServiceMemoryLimitKB="30000"))
+@pytest.mark.parametrize("limit", ["1000", "30000"])
+def test_a_limit_far_below_the_model_stops_the_load_and_says_which_limit_works(tmp_path_factory, digits_model,
+                                                                                 limit):
+    output = start_failure(limits_runtime(tmp_path_factory, digits_model, LocalInferenceServiceMemoryLimitKB=limit))
     assert "loading the model needs more than LocalInferenceServiceMemoryLimitKB allows" in output, output
-    assert "limit of 30000 KB" in output
+    assert f"limit of {limit} KB" in output
+    assert "Measured with room to spare, the model needs" in output, output
+    assert_the_suggested_limit_works(tmp_path_factory, digits_model, output)
+
+
+def assert_the_suggested_limit_works(tmp_path_factory, model, output: str) -> None:
+    """The start-up error's "set it to at least N": with N, the same connector starts and answers."""
+    suggested = re.search(r"set it to at least (\d+)", output)
+    assert suggested, output
+    with limits_runtime(tmp_path_factory, model, LocalInferenceServiceMemoryLimitKB=suggested.group(1)) as rt:
+        assert rt.health()["ready"]
 
 
 # --- time, crashes, queue, body cap ---------------------------------------------------------------------------

@@ -53,6 +53,18 @@ class RSSWatch:
             self._fd = None
 
 
+def available_memory_kb() -> Optional[int]:
+    """What the kernel says could be allocated without swapping (MemAvailable), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def describe_exit(returncode: int) -> str:
     """`exit code 3` or `killed by signal SIGKILL`, from a Popen return code."""
     if returncode < 0:

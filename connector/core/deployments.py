@@ -308,6 +308,9 @@ def start_group_runtime(config: RuntimeConfig, source: DeploymentSource, lambdas
     except RuntimeStartError as exc:
         source.report(deployment, "Failure", str(exc))
         raise
+    except BaseException:  # interrupted (Ctrl-C): stop what had started; the deployment stays as it was
+        runtime.stop()
+        raise
     if deployment["DeploymentStatus"] != "Success":
         source.report(deployment, "Success")
     return runtime

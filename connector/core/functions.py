@@ -126,7 +126,8 @@ class FunctionProcess:
         self._process = subprocess.Popen(
             [self.spec.python, str(self.lambda_site / RUNTIME_SCRIPT)],
             env=self._environment(), cwd=str(self.spec.working_dir or Path.cwd()),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)  # a terminal's Ctrl-C is for the runtime, which stops its functions itself
         self._pump = pump(self._process.stdout, self._log)
         self.worker_id = str(uuid.uuid4())
         self._set_state_locked(State.STARTING)

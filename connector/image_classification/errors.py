@@ -105,6 +105,11 @@ class UnsafeArchiveError(ModelArtifactError):
     """A model.tar.gz member would land outside the extraction directory or is not a plain file/directory."""
 
 
+class InputShapeMismatchError(ModelArtifactError):
+    """The training job's image_shape and the artifact's model-shapes.json disagree: the model at
+    MLModelDestinationPath was not trained by the job that MLModelSageMakerJobArn names."""
+
+
 class TrainingJobError(ConnectorStartError):
     """DescribeTrainingJob answered, and the job cannot have produced a usable image-classification model."""
 

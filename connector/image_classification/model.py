@@ -17,7 +17,11 @@ import numpy as np
 
 from connector.contract.environment import ENGINE_THREADS_ENV, GPU_FALLBACK_ENV
 from connector.image_classification.artifact import ModelArtifact, read_model_shapes
-from connector.image_classification.errors import AcceleratorUnavailableError, ModelArtifactError
+from connector.image_classification.errors import (
+    AcceleratorUnavailableError,
+    InputShapeMismatchError,
+    ModelArtifactError,
+)
 from connector.image_classification.training_job import TrainingJob
 
 log = logging.getLogger(__name__)
@@ -37,14 +41,26 @@ class InputShape:
 
 
 def resolve_input_shape(artifact: ModelArtifact, job: Optional[TrainingJob]) -> InputShape:
-    """Training `image_shape` (DescribeTrainingJob) wins, then model-shapes.json, then 3,224,224."""
-    if job is not None:
-        shape = job.image_shape()
-        if shape is not None:
-            return InputShape(*shape, source=f"training job {job.name} hyperparameter image_shape")
-    shape = read_model_shapes(artifact.shapes_path)
-    if shape is not None:
-        return InputShape(*shape, source=str(artifact.shapes_path))
+    """Training `image_shape` (DescribeTrainingJob), else model-shapes.json, else 3,224,224.
+
+    A training job writes its model-shapes.json from its own image_shape, so when both are known and disagree, the
+    model and the job ARN belong to different jobs: refused here, naming both, before the engine binds the model
+    at a shape it was not trained for (which fails, if at all, with the engine's own words)."""
+    from_job = job.image_shape() if job is not None else None
+    from_file = read_model_shapes(artifact.shapes_path)
+    if from_job is not None and from_file is not None and tuple(from_job) != tuple(from_file):
+        assert job is not None and artifact.shapes_path is not None
+        raise InputShapeMismatchError(
+            f"the model's input shape disagrees between its two sources: training job {job.name} "
+            f"(MLModelSageMakerJobArn) has image_shape {','.join(map(str, from_job))}, but {artifact.shapes_path} "
+            f"says {','.join(map(str, from_file))}. The model in MLModelDestinationPath was not trained by that "
+            f"job: set MLModelSageMakerJobArn to the job that trained it, or put that job's model there "
+            f"(`ggic fetch-model --training-job-arn <its ARN>` fetches it)")
+    if from_job is not None:
+        assert job is not None
+        return InputShape(*from_job, source=f"training job {job.name} hyperparameter image_shape")
+    if from_file is not None:
+        return InputShape(*from_file, source=str(artifact.shapes_path))
     return InputShape(*DEFAULT_IMAGE_SHAPE, source="the algorithm's default image_shape")
 
 

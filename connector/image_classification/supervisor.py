@@ -37,10 +37,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Union
+from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from connector.contract.environment import ENGINE_THREADS_ENV, WORKERS_ENV
-from connector.contract.processes import RSSWatch, describe_exit
+from connector.contract.processes import RSSWatch, available_memory_kb, describe_exit
 from connector.contract.status import SupervisorStatus, WorkerStatus
 from connector.contract.supervision import Backoff, State, stop_process, watch_exit
 from connector.image_classification import errors
@@ -65,6 +65,9 @@ HEARTBEAT_TIMEOUT_S = 5.0
 LOAD_TIMEOUT_S = 300.0
 # Loading briefly holds the params file and the bound arrays at once; the limit is checked on the loaded model.
 LOAD_HEADROOM = 2
+# A limit too small even to load the model is measured once more by a probe worker allowed this share of the
+# memory available, so that the start-up error can say which limit would work.
+PROBE_SHARE_OF_AVAILABLE = 0.8
 STOP_GRACE_S = 3.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -142,7 +145,7 @@ def choose_layout(cores: int, limit_kb: int, need_kb: int, threads: Optional[int
     before this is asked). `threads` is the user's GGIC_ENGINE_THREADS: then workers x threads stays within the
     cores too.
 
-    Why the most workers that fit: measured on 2 cores (`make bench`, README "Performance"), 2 workers x 1 thread
+    Why the most workers that fit: measured on 2 cores (`make bench`, docs/performance.md), 2 workers x 1 thread
     serve 20-30 % more requests per second under concurrent load than 1 x 2 (MXNet's batch-1 operators do not keep
     two OpenMP threads busy), while 1 x 2 answers a lone caller faster; `auto` is the layout for concurrent load.
     """
@@ -182,6 +185,7 @@ class Worker:
     model_rss_kb: int = 0
     kill_reason: str = ""          # "memory", "timeout", "heartbeat", "stop" when we killed it
     breach_kb: int = 0
+    ceiling_kb: int = 0            # a probe worker's own memory ceiling, in place of the limit
 
     @property
     def pid(self) -> int:
@@ -338,18 +342,20 @@ class InferenceSupervisor:
         stop_process(worker.process, STOP_GRACE_S, ask=worker.process.stdin.close)
         self._set_state(worker, State.STOPPED)
 
-    def _spawn(self, slot: int) -> Worker:
+    def _spawn(self, slot: int, ceiling_kb: int = 0) -> Worker:
         environment = dict(self.environment)  # the worker finds this package wherever the Lambda's code was unpacked
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, environment.get("PYTHONPATH")]))
         threads = self.threads
         # workers x threads <= cores (the layout); read once, before MXNet loads
         environment[ENGINE_THREADS_ENV] = str(threads)
+        # A session of its own: a terminal's Ctrl-C (SIGINT to the foreground process group) is for `ggic run`,
+        # which stops its workers itself; a worker ends when its input closes or its supervisor's process is gone.
         process = subprocess.Popen([sys.executable, "-m", "connector.image_classification.worker"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, env=environment,
+                                   stdout=subprocess.PIPE, env=environment, start_new_session=True,
                                    stderr=subprocess.PIPE if self.capture_output else None)
         if self.capture_output is not None:
             self.capture_output(process.stderr)
-        worker = Worker(process, slot, threads=threads)
+        worker = Worker(process, slot, threads=threads, ceiling_kb=ceiling_kb)
         with self._lock:
             self.slots[slot] = worker
             stopping = self._stopping
@@ -377,10 +383,7 @@ class InferenceSupervisor:
             worker.process.kill()
             returncode = worker.process.wait()
             if worker.kill_reason == "memory":
-                return MemoryLimitTooSmallError(
-                    f"loading the model needs more than LocalInferenceServiceMemoryLimitKB allows: the inference "
-                    f"worker reached {worker.breach_kb} KB (measured) while loading and was stopped at "
-                    f"{LOAD_HEADROOM}x the limit of {self.share_kb} KB; raise the limit")
+                return MemoryLimitTooSmallError(self._load_breach_text(worker))
             return WorkerStartError(f"the inference worker ended while loading the model ({exc}; "
                                     f"{describe_exit(returncode)}); see the lines above in this log")
         if header.get("op") == "failed":
@@ -406,6 +409,43 @@ class InferenceSupervisor:
         watch_exit(worker.process, lambda returncode: self._reaped(worker, returncode), f"reap-{worker.pid}")
         self._retire_if_stale()
         return None
+
+    def _load_breach_text(self, breached: Worker) -> str:
+        """Why a worker was stopped while loading, and the limit that would hold the model (measured by a probe)."""
+        text = (f"loading the model needs more than LocalInferenceServiceMemoryLimitKB allows: the inference worker "
+                f"reached {breached.breach_kb} KB (measured) while loading and was stopped at {LOAD_HEADROOM}x the "
+                f"limit of {self.share_kb} KB")
+        measured = self._probe_need(breached.slot)
+        if measured is None:
+            return text + "; raise the limit (the model's need could not be measured: not enough memory available)"
+        loaded_kb, peak_kb = measured
+        at_least = max(int(loaded_kb * LAYOUT_MARGIN), -(-peak_kb // LOAD_HEADROOM)) * self.size
+        return (f"{text}. Measured with room to spare, the model needs {loaded_kb} KB once loaded ({peak_kb} KB at "
+                f"its peak while loading): set it to at least {at_least}")
+
+    def _probe_need(self, slot: int) -> Optional[Tuple[int, int]]:
+        """Load the model in a worker allowed most of the available memory: (RSS once loaded, peak RSS while
+        loading) in KB, or None when there is no more room than the limit gave or the probe fails too."""
+        available = available_memory_kb()
+        ceiling = int((available or 0) * PROBE_SHARE_OF_AVAILABLE)
+        if ceiling <= self.share_kb * LOAD_HEADROOM:
+            return None
+        self.log.info("measuring what the model needs: a worker allowed %d KB (%.0f%% of the memory available)",
+                      ceiling, PROBE_SHARE_OF_AVAILABLE * 100)
+        probe = self._spawn(slot, ceiling_kb=ceiling)
+        try:
+            ready, _, _ = select.select([probe.output], [], [], LOAD_TIMEOUT_S)
+            header, _ = read_frame(probe.output) if ready else ({}, b"")
+        except FrameError:
+            header = {}
+        finally:
+            probe.kill_reason = "stop"
+            probe.process.kill()
+            probe.process.wait()
+        if header.get("op") != "ready" or not header.get("rss_kb"):
+            return None
+        loaded_kb = int(header["rss_kb"])
+        return loaded_kb, max(loaded_kb, probe.peak_rss_kb)
 
     def _set_state(self, worker: Optional[Worker], state: State) -> None:
         with self._lock:
@@ -536,7 +576,7 @@ class InferenceSupervisor:
                     continue
                 worker.rss_kb = used
                 worker.peak_rss_kb = max(worker.peak_rss_kb, used)
-                ceiling = self.share_kb * (LOAD_HEADROOM if worker.state == State.STARTING else 1)
+                ceiling = worker.ceiling_kb or self.share_kb * (LOAD_HEADROOM if worker.state == State.STARTING else 1)
                 if used > ceiling and not worker.kill_reason:
                     worker.breach_kb = used
                     self.log.warning("inference worker %d consumed all allocated memory: %d KB used, limit %d KB; "

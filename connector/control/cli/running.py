@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from connector.control.cli.arguments import DEFAULT_REGION, CLIError, aws_region, default_region
 from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS
@@ -68,18 +68,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RuntimeStartError as exc:
         raise CLIError(str(exc)) from None
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    signals = StopSignals()
     try:
         runtime.start()
+    except StartInterrupted as exc:
+        return _stop_interrupted(runtime, exc)
     except RuntimeStartError as exc:
         raise CLIError(str(exc)) from None
+    signals.started()
     for deployment in deployments:
         log.info("connector %s serves %s", deployment.connector_id, deployment.function_arn)
-    stop.wait()
+    signals.wait()
     runtime.stop()
     return 0
+
+
+class StartInterrupted(Exception):
+    """SIGINT (Ctrl-C) or SIGTERM arrived while the runtime was starting."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT and SIGTERM: during start-up they interrupt it (`StartInterrupted`, raised once, where the main
+    thread waits), so a Ctrl-C while a model loads stops at once and quietly; once started, they ask the runtime to
+    stop (`wait` returns)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._starting = True
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self._stop.set()
+        if self._starting:
+            self._starting = False
+            raise StartInterrupted(signum)
+
+    def started(self) -> None:
+        self._starting = False
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+
+def _stop_interrupted(runtime: Optional[Any], interrupt: StartInterrupted) -> int:
+    """Stop what had started (unless the caller did), say so in one line, and exit as a shell reports the signal
+    (128 + its number)."""
+    log.info("interrupted by %s while starting", interrupt)
+    if runtime is not None:
+        runtime.stop()
+    return 128 + interrupt.signum
 
 
 def _subscriptions(args: argparse.Namespace) -> List[Dict[str, str]]:
@@ -147,16 +189,17 @@ def _run_group(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     config = runtime_config(args, region)
     logging.getLogger().addHandler(system_log_handler(config.system_log, config.log_max_bytes))
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    signals = StopSignals()
     try:
-        runtime = start_group_runtime(config, source, args.lambdas or [])
+        runtime = start_group_runtime(config, source, args.lambdas or [])  # stops what it started if interrupted
+    except StartInterrupted as exc:
+        return _stop_interrupted(None, exc)
     except (RuntimeStartError, GroupNotFoundError, BadRequestError) as exc:
         raise CLIError(str(exc)) from None
+    signals.started()
     log.info("group %s: serving deployment %s (group version %s)", group_id, current["DeploymentId"],
              current["GroupVersionId"])
-    stop.wait()
+    signals.wait()
     runtime.stop()
     return 0
 
