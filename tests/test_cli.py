@@ -297,6 +297,7 @@ def test_list_functions_shows_the_running_runtimes_functions(digits_runtime):
     assert function["FunctionName"] == "GG-ML-INF-image-classification-digits"
     assert function["Runtime"] == health[function["FunctionArn"]]["runtime"]
     assert function["Timeout"] == health[function["FunctionArn"]]["timeout_s"]
+    assert function["Handler"]  # the catalog's handler of the connector
     text = ggic("list-functions", "--state-dir", str(digits_runtime.state_dir), "--output", "text")
     assert text.stdout.decode().startswith(f"FUNCTIONS\t{function['FunctionArn']}\t{function['FunctionName']}\t")
 
@@ -307,16 +308,47 @@ def test_list_functions_without_a_runtime_is_an_empty_list(tmp_path):
     assert "no runtime is running" in result.stderr.decode()
 
 
-def test_a_second_run_on_a_state_directory_fails_at_once_and_a_stale_lock_is_taken(tmp_path, digits_model,
-                                                                                   digit_image):
-    state = tmp_path / "state"
-    state.mkdir()
-    # A runtime that died without stopping (SIGKILL) leaves its lock file behind, but not its lock.
+def hold_state_lock(state) -> subprocess.Popen:
+    """A process holding the state directory's lock (as a runtime that is still starting does), once it returns."""
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
                                "from connector.core.state_lock import StateDirectoryLock; "
                                "StateDirectoryLock.acquire(Path(sys.argv[1])); print('locked', flush=True); "
                                "time.sleep(600)", str(state)], cwd=REPO, stdout=subprocess.PIPE)
     assert holder.stdout.readline() == b"locked\n"
+    return holder
+
+
+def test_a_refused_group_run_names_the_holder_and_leaves_the_deployment_alone(tmp_path):
+    state = tmp_path / "state"
+    subscriptions = ggic("create-subscription-definition", "--state-dir", str(state), "--initial-version", json.dumps(
+        {"Subscriptions": [{"Id": "up", "Source": "arn:aws:lambda:us-west-2:000000000000:function:publisher",
+                            "Subject": "out/#", "Target": "cloud"}]}))
+    version = {"SubscriptionDefinitionVersionArn": json.loads(subscriptions.stdout)["LatestVersionArn"]}
+    assert ggic("create-group", "--state-dir", str(state), "--name", "g", "--initial-version",
+                json.dumps(version)).returncode == 0
+    deployment = json.loads(ggic("create-deployment", "--state-dir", str(state), "--group-id", "g",
+                                 "--deployment-type", "NewDeployment").stdout)["DeploymentId"]
+    holder = hold_state_lock(state)
+    try:
+        # (the broker is never reached: the refusal comes before anything starts)
+        result = ggic("run", "--state-dir", str(state), "--group", "g", "--port", "0", "--mqtt-broker", "127.0.0.1:9")
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert result.returncode == 1
+    assert f"is in use by the runtime of pid {holder.pid}, still starting (not listening yet)" in \
+        result.stderr.decode()
+    status = json.loads(ggic("get-deployment-status", "--state-dir", str(state), "--group-id", "g",
+                             "--deployment-id", deployment).stdout)
+    assert status["DeploymentStatus"] == "InProgress" and status["ErrorMessage"] == ""
+
+
+def test_a_second_run_on_a_state_directory_fails_at_once_and_a_stale_lock_is_taken(tmp_path, digits_model,
+                                                                                   digit_image):
+    state = tmp_path / "state"
+    state.mkdir()
+    # A runtime that died without stopping (SIGKILL) leaves its lock file behind, but not its lock.
+    holder = hold_state_lock(state)
     holder.kill()
     holder.wait(10)
     assert (state / "runtime.lock").is_file()
