@@ -216,3 +216,20 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path):
         stderr = process.stderr.read().decode()
         assert process.wait(60) == 141, stderr  # as a program killed by SIGPIPE
         assert stderr == ""
+
+
+def test_a_deployment_goes_on_when_its_answer_meets_a_closed_pipe(tmp_path):
+    cli = CLI(tmp_path)
+    subscriptions = cli.json_of("create-subscription-definition", "--initial-version",
+                                json.dumps(VERSIONS["subscription"]))
+    cli("create-group", "--name", "g", "--initial-version",
+        json.dumps({"SubscriptionDefinitionVersionArn": subscriptions["LatestVersionArn"]}))
+    process = subprocess.Popen(GGIC + ["create-deployment", "--state-dir", str(tmp_path), "--group-id", "g",
+                                       "--deployment-type", "NewDeployment"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(60) == 0 and "Traceback" not in stderr
+    (deployment,) = cli.json_of("list-deployments", "--group-id", "g")["Deployments"]
+    status = cli.json_of("get-deployment-status", "--group-id", "g", "--deployment-id", deployment["DeploymentId"])
+    assert status["DeploymentStatus"] == "InProgress"  # recorded and its (no) models in place, not left Building

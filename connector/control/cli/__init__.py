@@ -20,6 +20,7 @@ from connector import __version__
 from connector.contract.environment import STATE_DIR_ENV
 from connector.control.cli import client, definitions, doctor, groups, models, running
 from connector.control.cli.arguments import CLIError
+from connector.control.cli.output import silence_stdout
 
 # One module per command family, in the order `ggic --help` lists them.
 FAMILIES = (definitions, running, client, doctor, models, groups)
@@ -55,7 +56,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return exc.status
     except BrokenPipeError:
         # The reader went away (`| head -1`): what is left to print goes nowhere, without a traceback.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        silence_stdout()
         return EXIT_BROKEN_PIPE

@@ -18,7 +18,7 @@ from connector.control.cli.arguments import (
     read_json_argument,
     warn_duplicate_name,
 )
-from connector.control.cli.output import add_output_option, emit
+from connector.control.cli.output import add_output_option, emit, silence_stdout
 
 GROUP = "group"
 
@@ -117,9 +117,12 @@ def cmd_create_deployment(args: argparse.Namespace) -> int:
 
     group_id = record["Group"]["Id"]
     deployment = store.create_deployment(group_id, version["Version"], args.deployment_type)
-    emit(args, "CreateDeployment", {"DeploymentArn": deployment["DeploymentArn"],
-                                    "DeploymentId": deployment["DeploymentId"]})
-    sys.stdout.flush()
+    try:  # the deployment goes on whoever reads the answer: a closed pipe only silences the rest
+        emit(args, "CreateDeployment", {"DeploymentArn": deployment["DeploymentArn"],
+                                        "DeploymentId": deployment["DeploymentId"]})
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
     try:
         fetch_models(store, deployment, contents, args.region, sys.stderr)
         if serving_runtime(args.state_dir, group_id) is None:

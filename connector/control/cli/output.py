@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +39,13 @@ def emit(args: argparse.Namespace, operation: str, response: Any, stream: Option
         stream.write(format_table(operation, response, terminal_width()))
     else:
         stream.write(json.dumps(response, indent=4) + "\n")
+
+
+def silence_stdout() -> None:
+    """After a BrokenPipeError: whatever is still printed (or flushed at exit) goes to /dev/null, quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _scalar(value: Any) -> bool:
