@@ -204,6 +204,11 @@ def test_duplicate_names_are_warned_about_and_the_choice_is_said(tmp_path):
         picked.stderr.decode()
     once = cli("create-group", "--name", "unique")
     assert b"warning" not in once.stderr
+    # `ggic run` says which one it picked before anything else (these then fail for reasons of their own:
+    # the documentation's ARMv7 connector on this machine, a group with no deployment).
+    for args, kind in ((["--connector-definition", "same"], "connector definitions"), (["--group", "line"], "groups")):
+        run = cli("run", *args, "--port", "0", expect=1)
+        assert f"warning: 2 {kind} are named" in run.stderr.decode().splitlines()[0]
 
 
 def test_a_closed_pipe_ends_the_output_quietly(tmp_path):
