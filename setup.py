@@ -1,12 +1,19 @@
 """Packaging: the connector, its local Greengrass runtime, and the core-side client modules a Lambda imports."""
 
+import re
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
+# One source of truth for the version: connector/__init__.py (what `ggic --version` prints), read without importing
+# the package (its dependencies are not installed yet when setup.py runs).
+VERSION = re.search(r'^__version__ = "([^"]+)"$', (Path(__file__).parent / "connector" / "__init__.py").read_text(),
+                    re.M).group(1)
+
 setup(
     name="ggic",
-    version="0.1.0",
+    version=VERSION,
     description="AWS IoT Greengrass v1 ML Image Classification connector, reimplemented, with a local runtime",
     python_requires=">=3.8",
     packages=find_packages(include=["connector", "connector.*"]) + [

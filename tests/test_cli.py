@@ -1,4 +1,5 @@
-"""`ggic` as a user types it: connector definitions, start-up failures, the environment, the Lambda package."""
+"""`ggic` as a user types it: connector definitions, start-up failures, the environment, the Lambda package; invoke's
+content type and labels, list-functions and the state directory's lock against a real runtime."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import zipfile
 
 import pytest
 
-from bench.harness import GGICRuntime, connector_entry, ggic
+from bench.harness import GGIC, GGICRuntime, connector_entry, ggic
 from bench.material import REPO
 
 DOC_EXAMPLE = ('{ "Connectors": [ { "Id": "MyImageClassificationConnector", "ConnectorArn": '
@@ -206,3 +207,163 @@ def test_lambda_zip_deploys_an_importable_working_handler(tmp_path, digits_model
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["ContentType"] == "application/json"
     assert answer["Body"].count(",") == 9
+
+
+# --- invoke, list-functions and the state directory, against a real runtime ---------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_runtime(tmp_path_factory, digits_model):
+    with GGICRuntime(tmp_path_factory.mktemp("cli") / "state", [connector_entry(digits_model,
+                                                                                service_name="digits")]) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="module")
+def digit_image() -> bytes:
+    from sklearn.datasets import load_digits
+
+    from examples.models.digits import digit_png
+
+    return digit_png(load_digits().images[0])
+
+
+def invoke(rt, *args: str, input: bytes = None):
+    return ggic("invoke", "--state-dir", str(rt.state_dir), "--service-name", "digits", *args, input=input)
+
+
+def test_invoke_tells_the_content_type_from_the_file_and_an_explicit_one_wins(digits_runtime, digit_image, tmp_path):
+    for name in ("digit.png", "digit.bin", "digit.jpg"):  # the first bytes say PNG, whatever the name says
+        (tmp_path / name).write_bytes(digit_image)
+        result = invoke(digits_runtime, "--body", f"fileb://{tmp_path / name}")
+        assert result.returncode == 0, (name, result.stderr.decode())
+        assert result.stdout.decode().count(",") == 9  # ten classes
+    assert invoke(digits_runtime, "--body", "-", input=digit_image).returncode == 0
+    explicit = invoke(digits_runtime, "--body", f"fileb://{tmp_path / 'digit.png'}", "--content-type", "image/jpeg")
+    assert explicit.returncode == 1 and "the inference service refused the request" in explicit.stderr.decode()
+
+    (tmp_path / "notes.txt").write_bytes(b"hello, world")
+    unknown = invoke(digits_runtime, "--body", f"fileb://{tmp_path / 'notes.txt'}")
+    assert unknown.returncode == 1
+    assert f"cannot tell the content type of --body {tmp_path / 'notes.txt'}" in unknown.stderr.decode()
+    assert "give --content-type image/jpeg or image/png" in unknown.stderr.decode()
+    (tmp_path / "x.gif").write_bytes(b"GIF89a" + bytes(32))
+    gif = invoke(digits_runtime, "--body", f"fileb://{tmp_path / 'x.gif'}")
+    assert gif.returncode == 1 and "is a GIF image: the image classification connector takes JPEG or PNG" in \
+        gif.stderr.decode()
+    # Unknown bytes named .jpg go as image/jpeg: the connector, not the CLI, says what is wrong with them.
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg at all")
+    by_name = invoke(digits_runtime, "--body", f"fileb://{tmp_path / 'broken.jpg'}")
+    assert by_name.returncode == 1 and "the inference service refused the request" in by_name.stderr.decode()
+    assert "image/jpeg" in by_name.stderr.decode()
+
+
+def test_labels_that_do_not_fit_the_model_are_an_error_naming_both_counts(digits_runtime, digit_image, tmp_path):
+    image = tmp_path / "digit.png"
+    image.write_bytes(digit_image)
+    (tmp_path / "three.txt").write_text("zero\none\ntwo\n")
+    short = invoke(digits_runtime, "--body", str(image), "--labels", str(tmp_path / "three.txt"))
+    assert short.returncode == 1 and short.stdout == b""
+    assert f"--labels {tmp_path / 'three.txt'} names 3 classes, but the model answered 10" in short.stderr.decode()
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    (tmp_path / "ten.json").write_text(json.dumps(names))
+    fitting = invoke(digits_runtime, "--body", str(image), "--labels", str(tmp_path / "ten.json"), "--top-k", "3")
+    assert fitting.returncode == 0, fitting.stderr.decode()
+    lines = fitting.stdout.decode().splitlines()
+    assert len(lines) == 3 and all(line.split()[2] == names[int(line.split()[1])] for line in lines)
+    (tmp_path / "broken.json").write_text("[not json")
+    broken = invoke(digits_runtime, "--body", str(image), "--labels", str(tmp_path / "broken.json"))
+    assert broken.returncode == 1 and f"--labels {tmp_path / 'broken.json'}: cannot read class names" in \
+        broken.stderr.decode()
+
+
+def test_invoke_into_a_closed_pipe_ends_quietly(digits_runtime, digit_image, tmp_path):
+    image = tmp_path / "digit.png"
+    image.write_bytes(digit_image)
+    process = subprocess.Popen(GGIC + ["invoke", "--state-dir", str(digits_runtime.state_dir), "--service-name",
+                                       "digits", "--body", str(image), "--top-k", "10"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the answer is printed, as `| head -1` can be
+    stderr = process.stderr.read().decode()
+    assert process.wait(60) == 141 and stderr == ""
+
+
+def test_list_functions_shows_the_running_runtimes_functions(digits_runtime):
+    result = ggic("list-functions", "--state-dir", str(digits_runtime.state_dir))
+    assert result.returncode == 0, result.stderr.decode()
+    functions = json.loads(result.stdout)["Functions"]
+    health = {entry["function_arn"]: entry for entry in digits_runtime.health()["functions"]}
+    assert [f["FunctionArn"] for f in functions] == sorted(health)
+    (function,) = functions
+    assert function["FunctionName"] == "GG-ML-INF-image-classification-digits"
+    assert function["Runtime"] == health[function["FunctionArn"]]["runtime"]
+    assert function["Timeout"] == health[function["FunctionArn"]]["timeout_s"]
+    assert function["Handler"]  # the catalog's handler of the connector
+    text = ggic("list-functions", "--state-dir", str(digits_runtime.state_dir), "--output", "text")
+    assert text.stdout.decode().startswith(f"FUNCTIONS\t{function['FunctionArn']}\t{function['FunctionName']}\t")
+
+
+def test_list_functions_without_a_runtime_is_an_empty_list(tmp_path):
+    result = ggic("list-functions", "--state-dir", str(tmp_path))
+    assert result.returncode == 0 and json.loads(result.stdout) == {"Functions": []}
+    assert "no runtime is running" in result.stderr.decode()
+
+
+def hold_state_lock(state) -> subprocess.Popen:
+    """A process holding the state directory's lock (as a runtime that is still starting does), once it returns."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from connector.core.state_lock import StateDirectoryLock; "
+                               "StateDirectoryLock.acquire(Path(sys.argv[1])); print('locked', flush=True); "
+                               "time.sleep(600)", str(state)], cwd=REPO, stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"locked\n"
+    return holder
+
+
+def test_a_refused_group_run_names_the_holder_and_leaves_the_deployment_alone(tmp_path):
+    state = tmp_path / "state"
+    subscriptions = ggic("create-subscription-definition", "--state-dir", str(state), "--initial-version", json.dumps(
+        {"Subscriptions": [{"Id": "up", "Source": "arn:aws:lambda:us-west-2:000000000000:function:publisher",
+                            "Subject": "out/#", "Target": "cloud"}]}))
+    version = {"SubscriptionDefinitionVersionArn": json.loads(subscriptions.stdout)["LatestVersionArn"]}
+    assert ggic("create-group", "--state-dir", str(state), "--name", "g", "--initial-version",
+                json.dumps(version)).returncode == 0
+    deployment = json.loads(ggic("create-deployment", "--state-dir", str(state), "--group-id", "g",
+                                 "--deployment-type", "NewDeployment").stdout)["DeploymentId"]
+    holder = hold_state_lock(state)
+    try:
+        # (the broker is never reached: the refusal comes before anything starts)
+        result = ggic("run", "--state-dir", str(state), "--group", "g", "--port", "0", "--mqtt-broker", "127.0.0.1:9")
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert result.returncode == 1
+    assert f"is in use by the runtime of pid {holder.pid}, still starting (not listening yet)" in \
+        result.stderr.decode()
+    status = json.loads(ggic("get-deployment-status", "--state-dir", str(state), "--group-id", "g",
+                             "--deployment-id", deployment).stdout)
+    assert status["DeploymentStatus"] == "InProgress" and status["ErrorMessage"] == ""
+
+
+def test_a_second_run_on_a_state_directory_fails_at_once_and_a_stale_lock_is_taken(tmp_path, digits_model,
+                                                                                   digit_image):
+    state = tmp_path / "state"
+    state.mkdir()
+    # A runtime that died without stopping (SIGKILL) leaves its lock file behind, but not its lock.
+    holder = hold_state_lock(state)
+    holder.kill()
+    holder.wait(10)
+    assert (state / "runtime.lock").is_file()
+    with GGICRuntime(state, [connector_entry(digits_model, service_name="digits")]) as first:
+        files = {name: ((state / name).read_bytes(), (state / name).stat().st_mtime_ns) for name in
+                 ("runtime.json", "env")}
+        second = ggic("run", "--state-dir", str(state), "--connector-definition", "tests", "--port", "0")
+        assert second.returncode == 1
+        said = second.stderr.decode()
+        assert f"state directory {state} is in use by the runtime of pid {first.process.pid}, listening on " \
+               f"127.0.0.1:{first.port}" in said
+        assert "Greengrass IPC server listening" not in said  # refused before it started anything
+        # The first one's files are untouched, and it still answers through them.
+        assert {name: ((state / name).read_bytes(), (state / name).stat().st_mtime_ns) for name in files} == files
+        (tmp_path / "digit.png").write_bytes(digit_image)
+        assert invoke(first, "--body", str(tmp_path / "digit.png")).returncode == 0
+    assert first.process.returncode == 0
+    assert not (state / "runtime.json").exists() and not (state / "env").exists()  # its own, removed at its stop

@@ -75,6 +75,28 @@ class ConnectorDefinitionStore:
                 f"no {self.label} {id_or_name!r} in {self.directory} (known: {known or 'none'})")
         return matches[-1]
 
+    def named(self, name: str) -> List[Dict[str, Any]]:
+        """The definitions (their AWS-shaped information) called `name`, oldest first: names need not be unique,
+        as in the Greengrass API."""
+        return [r["Definition"] for r in self.all() if r["Definition"].get("Name") == name]
+
+    def version(self, id_or_name: str, version_id: str) -> Dict[str, Any]:
+        """GetDefinitionVersion's answer: the (only, initial) version `version_id` of the definition."""
+        record = self.get(id_or_name)
+        definition = record["Definition"]
+        if definition["LatestVersion"] != version_id:
+            raise DefinitionNotFoundError(
+                f"{self.label} {definition['Id']} has no version {version_id!r} (its version: "
+                f"{definition['LatestVersion']})")
+        return {"Arn": definition["LatestVersionArn"], "CreationTimestamp": definition["CreationTimestamp"],
+                "Definition": record["Version"], "Id": definition["Id"], "Version": definition["LatestVersion"]}
+
+    def versions(self, id_or_name: str) -> List[Dict[str, Any]]:
+        """ListDefinitionVersions' entries: a ggic definition has one version, its initial one."""
+        definition = self.get(id_or_name)["Definition"]
+        return [{"Arn": definition["LatestVersionArn"], "CreationTimestamp": definition["CreationTimestamp"],
+                 "Id": definition["Id"], "Version": definition["LatestVersion"]}]
+
     def get_version(self, version_arn: str) -> Dict[str, Any]:
         """The stored record whose (only) version has this ARN, as a group version names it."""
         records = self.all()

@@ -339,6 +339,10 @@ class GroupStore:
             raise GroupNotFoundError(f"no group {id_or_name!r} in {self.directory} (known: {known or 'none'})")
         return matches[-1]
 
+    def named(self, name: str) -> List[dict]:
+        """The groups (their GroupInformation) called `name`, oldest first: names need not be unique."""
+        return [r["Group"] for r in self.all() if r["Group"].get("Name") == name]
+
     @staticmethod
     def version(record: dict, version_id: Optional[str] = None) -> dict:
         """A version of the group (the latest when `version_id` is None)."""

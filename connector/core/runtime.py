@@ -43,6 +43,7 @@ from connector.core.router import (
     SubscriptionTable,
     hosting_problems,
 )
+from connector.core.state_lock import StateDirectoryLock
 
 log = logging.getLogger("ggic.runtime")
 
@@ -174,6 +175,7 @@ class Runtime:
         self.server: Optional[IPCServer] = None
         self.lambda_site: Optional[Path] = None  # built at start: see lambda_site.py
         self._server_thread: Optional[threading.Thread] = None
+        self._lock: Optional[StateDirectoryLock] = None  # held from start to stop: one runtime per state dir
         arns = [spec.arn for spec in self.specs]
         duplicates = sorted({arn for arn in arns if arns.count(arn) > 1})
         if duplicates:
@@ -241,9 +243,12 @@ class Runtime:
         return env
 
     def start(self) -> None:
+        """Start serving. StateDirectoryInUseError (before anything is written) when another runtime holds the
+        state directory; RuntimeStartError when this one cannot come up."""
         state_dir = self.config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(state_dir, 0o700)
+        self._lock = StateDirectoryLock.acquire(state_dir)
         self.lambda_site = build_lambda_site(state_dir / "lambda-site")
         try:
             self.server = IPCServer((self.config.host, self.config.port), self.dispatcher, self.token,
@@ -251,7 +256,9 @@ class Runtime:
                                     max_body_bytes=self.config.max_request_bytes, readiness=self.readiness,
                                     metrics=self.metrics, router=self.router)
         except OSError as exc:
+            self._lock.release()
             raise RuntimeStartError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
+        self._lock.record(host=self.config.host, port=self.server.port)
         self._server_thread = threading.Thread(target=self.server.serve_forever, name="ipc-server", daemon=True)
         self._server_thread.start()
         log.info("Greengrass IPC server listening on %s:%d", self.config.host, self.server.port)
@@ -385,7 +392,8 @@ class Runtime:
             "region": self.config.region,
             "started": time.time(),
             "functions": {arn: {"log": str(f.spec.log_path), "connector": f.spec.is_connector,
-                                "runtime": self._runtime_of(f), "python": f.spec.python}
+                                "runtime": self._runtime_of(f), "python": f.spec.python,
+                                "handler": f.spec.handler, "timeout_s": f.spec.timeout_s}
                           for arn, f in list(self.functions.items())},
             **self.extra_state(),
         }
@@ -409,11 +417,14 @@ class Runtime:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
-        for path in (self.env_file, self.state_file):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+        if self._lock is not None:  # only the holder's files are its own to remove
+            for path in (self.env_file, self.state_file):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+            self._lock.release()
+            self._lock = None
         log.info("runtime stopped")
 
 

@@ -96,6 +96,35 @@ def bad_request(operation: str, exc: Any) -> int:
     return EXIT_SERVICE_ERROR
 
 
+def pick(store: Any, id_or_name: str, label: str) -> Dict[str, Any]:
+    """The stored record for an Id or a Name (`store.get`); when several share that Name, say on stderr which one
+    was picked (the newest) and which others there are. CLIError when there is none."""
+    try:
+        record = store.get(id_or_name)
+    except LookupError as exc:
+        raise CLIError(str(exc)) from None
+    information = record.get("Definition") or record.get("Group") or {}
+    same_name = [] if information.get("Id") == id_or_name else store.named(id_or_name)
+    if len(same_name) > 1:
+        chosen = same_name[-1]
+        others = ", ".join(f"{info['Id']} (created {info['CreationTimestamp']})" for info in same_name[:-1])
+        print(f"warning: {len(same_name)} {label}s are named {id_or_name!r}: using the newest, {chosen['Id']} "
+              f"(created {chosen['CreationTimestamp']}); the others: {others}. Give an Id to choose",
+              file=sys.stderr)
+    return record
+
+
+def warn_duplicate_name(store: Any, name: Optional[str], label: str) -> None:
+    """Before creating: a warning naming the existing ones' Ids when `name` is taken (the API allows it)."""
+    if not name:
+        return
+    existing = store.named(name)
+    if existing:
+        ids = ", ".join(info["Id"] for info in existing)
+        print(f"warning: a {label} named {name!r} already exists (Id {ids}); this one is created beside it, and "
+              f"the name now resolves to the newest: use Ids to tell them apart", file=sys.stderr)
+
+
 def arn_region(*arns: Optional[str]) -> Optional[str]:
     """The region of the first ARN that names one (not the documentation's placeholder `region`)."""
     for arn in arns:

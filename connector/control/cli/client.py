@@ -1,15 +1,22 @@
-"""`status`, `env`, `invoke`: talking to a running runtime, as its health endpoint or as one of its Lambdas."""
+"""`status`, `env`, `invoke`, `list-functions`: talking to a running runtime, as its health endpoint or as one of
+its Lambdas."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from connector.contract.status import SupervisorStatus
 from connector.control.cli.arguments import CLIError, read_blob_argument, read_labels
+from connector.control.cli.output import add_output_option, emit
+
+# What the image classification connector takes, by file name extension (when the first bytes do not say).
+EXTENSION_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg", ".jfif": "image/jpeg",
+                   ".png": "image/png"}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -96,29 +103,93 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def infer_content_type(body: bytes, source: str) -> str:
+    """The ContentType of an image given without --content-type: its first bytes (the connector's own format
+    sniffing), then the extension of `source` (`fileb://x.png`, a path, or `-`). CLIError when neither tells a
+    JPEG or a PNG."""
+    from connector.image_classification.imaging import JPEG, PNG, sniff_format
+
+    found = sniff_format(body)
+    if found in ("JPEG", "PNG"):
+        return JPEG if found == "JPEG" else PNG
+    name = source[len("fileb://"):] if source.startswith("fileb://") else source
+    if found is not None:
+        raise CLIError(f"--body {name} is a {found} image: the image classification connector takes JPEG or PNG "
+                       f"(convert it, or give --content-type to send it anyway)")
+    by_extension = EXTENSION_TYPES.get(Path(name).suffix.lower()) if name != "-" else None
+    if by_extension is None:
+        start = body[:8].hex(" ") if body else "nothing: it is empty"
+        raise CLIError(f"cannot tell the content type of --body {name}: its first bytes ({start}) are not a JPEG's "
+                       f"or a PNG's and its name does not end in .jpg, .jpeg or .png; give --content-type "
+                       f"image/jpeg or image/png")
+    return by_extension
+
+
+def _labels(path: Path) -> List[str]:
+    try:
+        return read_labels(path)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
+        raise CLIError(f"--labels {path}: cannot read class names from it: {exc}") from None
+
+
 def cmd_invoke(args: argparse.Namespace) -> int:
     os.environ.update(load_client_environment(args.state_dir))
     body = read_blob_argument(args.body)
+    content_type = args.content_type or infer_content_type(body, args.body)
+    labels = _labels(args.labels) if args.labels else None  # a bad file is reported before the inference runs
     import greengrass_machine_learning_sdk as ml  # reads the environment at import: set it first
 
     client = ml.client("inference")
     try:
         response = client.invoke_inference_service(
-            AlgoType=args.algo_type, ServiceName=args.service_name, ContentType=args.content_type, Body=body)
+            AlgoType=args.algo_type, ServiceName=args.service_name, ContentType=content_type, Body=body)
     except ml.GreengrassInferenceException as exc:
         raise CLIError(f"the inference service refused the request: {exc}") from None
     except ml.GreengrassDependencyException as exc:
         raise CLIError(f"the inference service could not be reached or failed: {exc}") from None
     text = response["Body"].read().decode("utf-8")
-    if not args.top_k and not args.labels:
+    if not args.top_k and labels is None:
         print(text)
         return 0
     probabilities = [float(value) for value in text[1:-1].split(",")]
-    labels = read_labels(args.labels) if args.labels else []
+    if labels is not None and len(labels) != len(probabilities):
+        raise CLIError(f"--labels {args.labels} names {len(labels)} classes, but the model answered "
+                       f"{len(probabilities)}: give the labels file of the model that {args.service_name} serves")
     ranked = sorted(range(len(probabilities)), key=probabilities.__getitem__, reverse=True)
     for index in ranked[: args.top_k or 5]:
-        label = labels[index] if index < len(labels) else ""
+        label = labels[index] if labels else ""
         print(f"{probabilities[index]:.4f}  {index:>4}  {label}".rstrip())
+    return 0
+
+
+def running_functions(state_dir: Path) -> Optional[List[Dict[str, Any]]]:
+    """The functions of the runtime that holds `state_dir`, in `aws lambda list-functions`' shape; None when no
+    runtime runs there."""
+    try:
+        state = json.loads((state_dir / "runtime.json").read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    functions = []
+    for arn, entry in sorted(state.get("functions", {}).items()):
+        function = {"FunctionName": arn.split(":function:", 1)[-1].split(":", 1)[0], "FunctionArn": arn,
+                    "Runtime": entry.get("runtime")}
+        if entry.get("handler"):
+            function["Handler"] = entry["handler"]
+        if entry.get("timeout_s") is not None:
+            function["Timeout"] = entry["timeout_s"]
+        functions.append(function)
+    return functions
+
+
+def cmd_list_functions(args: argparse.Namespace) -> int:
+    """ListFunctions: the running runtime's functions (ggic stores no functions of its own)."""
+    functions = running_functions(args.state_dir)
+    if functions is None:
+        print(f"ggic: no runtime is running with state directory {args.state_dir}: no functions",
+              file=sys.stderr)
+        functions = []
+    emit(args, "ListFunctions", {"Functions": functions})
     return 0
 
 
@@ -134,9 +205,15 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
 
     invoke = commands.add_parser("invoke", parents=[common], help="one inference through the ML SDK")
     invoke.add_argument("--service-name", required=True)
-    invoke.add_argument("--content-type", default="image/jpeg")
+    invoke.add_argument("--content-type", help="image/jpeg or image/png (default: told by the body's first bytes, "
+                                               "then its file name's extension)")
     invoke.add_argument("--body", required=True, help="fileb://image.jpg, a path, or - for stdin")
     invoke.add_argument("--algo-type", default="image-classification")
     invoke.add_argument("--labels", type=Path, help="class names: one per line, or JSON")
     invoke.add_argument("--top-k", type=int, help="print the K most probable classes")
     invoke.set_defaults(func=cmd_invoke)
+
+    functions = commands.add_parser("list-functions", parents=[common],
+                                    help="the running runtime's functions (aws lambda list-functions shape)")
+    add_output_option(functions)
+    functions.set_defaults(func=cmd_list_functions)

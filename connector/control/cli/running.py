@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from connector.control.cli.arguments import DEFAULT_REGION, CLIError, aws_region, default_region
+from connector.control.cli.arguments import DEFAULT_REGION, CLIError, aws_region, default_region, pick
 from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS
 from connector.core.ipc_server import DEFAULT_MAX_BODY_BYTES
 from connector.core.logfiles import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
@@ -33,10 +33,11 @@ def runtime_config(args: argparse.Namespace, region: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from connector.control.definition_store import ConnectorDefinitionStore, DefinitionNotFoundError
+    from connector.control.definition_store import ConnectorDefinitionStore
     from connector.control.groups import connector_deployments
     from connector.core.logfiles import system_log_handler
     from connector.core.runtime import Runtime, RuntimeStartError
+    from connector.core.state_lock import StateDirectoryInUseError
 
     if args.group:
         if args.connector_definition:
@@ -50,10 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     connectors: List[Dict[str, Any]] = []
     if args.connector_definition:
         store = ConnectorDefinitionStore(args.state_dir, default_region() or DEFAULT_REGION)
-        try:
-            record = store.get(args.connector_definition)
-        except DefinitionNotFoundError as exc:
-            raise CLIError(str(exc)) from None
+        record = pick(store, args.connector_definition, store.label)
         connectors = record["Version"].get("Connectors", [])
     if not connectors and not args.lambdas:
         raise CLIError("nothing to run: give --connector-definition and/or --lambda")
@@ -73,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime.start()
     except StartInterrupted as exc:
         return _stop_interrupted(runtime, exc)
-    except RuntimeStartError as exc:
+    except (RuntimeStartError, StateDirectoryInUseError) as exc:
         raise CLIError(str(exc)) from None
     signals.started()
     for deployment in deployments:
@@ -126,14 +124,12 @@ def _stop_interrupted(runtime: Optional[Any], interrupt: StartInterrupted) -> in
 
 def _subscriptions(args: argparse.Namespace) -> List[Dict[str, str]]:
     """The Subscriptions of `--subscription-definition` (none without it)."""
-    from connector.control.definition_store import DefinitionNotFoundError, SubscriptionDefinitionStore
+    from connector.control.definition_store import SubscriptionDefinitionStore
 
     if not args.subscription_definition:
         return []
-    try:
-        record = SubscriptionDefinitionStore(args.state_dir, DEFAULT_REGION).get(args.subscription_definition)
-    except DefinitionNotFoundError as exc:
-        raise CLIError(str(exc)) from None
+    store = SubscriptionDefinitionStore(args.state_dir, DEFAULT_REGION)
+    record = pick(store, args.subscription_definition, store.label)
     return record["Version"].get("Subscriptions", [])
 
 
@@ -170,12 +166,13 @@ def _run_group(args: argparse.Namespace) -> int:
     from connector.core.deployments import start_group_runtime
     from connector.core.logfiles import system_log_handler
     from connector.core.runtime import RuntimeStartError
+    from connector.core.state_lock import StateDirectoryInUseError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     store = GroupStore(args.state_dir, DEFAULT_REGION)
+    record = pick(store, args.group, "group")
     try:
-        record = store.get(args.group)
         group_id = record["Group"]["Id"]
         region = aws_region(args, record["Group"]["Arn"])
         # Every deployment's connectors pass the platform check, the later ones too (a failure fails that one).
@@ -194,7 +191,7 @@ def _run_group(args: argparse.Namespace) -> int:
         runtime = start_group_runtime(config, source, args.lambdas or [])  # stops what it started if interrupted
     except StartInterrupted as exc:
         return _stop_interrupted(None, exc)
-    except (RuntimeStartError, GroupNotFoundError, BadRequestError) as exc:
+    except (RuntimeStartError, StateDirectoryInUseError, GroupNotFoundError, BadRequestError) as exc:
         raise CLIError(str(exc)) from None
     signals.started()
     log.info("group %s: serving deployment %s (group version %s)", group_id, current["DeploymentId"],
