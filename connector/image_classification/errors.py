@@ -105,6 +105,16 @@ class UnsafeArchiveError(ModelArtifactError):
     """A model.tar.gz member would land outside the extraction directory or is not a plain file/directory."""
 
 
+class ArchiveLimitExceededError(UnsafeArchiveError):
+    """A model.tar.gz holds more than an extraction limit allows (members, bytes, compression ratio); `limit` names
+    the limit's environment variable and `member` the member being extracted when it was reached."""
+
+    def __init__(self, message: str, limit: str = "", member: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.member = member
+
+
 class TrainingJobError(ConnectorStartError):
     """DescribeTrainingJob answered, and the job cannot have produced a usable image-classification model."""
 
