@@ -54,6 +54,13 @@ class ImageTooLargeError(RequestError):
     reason = "image-too-large"
 
 
+class TooManyScansError(RequestError):
+    """A JPEG (by its markers, before decoding) has more scans than the connector will decode: each is a pass over
+    the whole image."""
+
+    reason = "too-many-scans"
+
+
 # --- request errors the inference worker's supervisor reports: the request failed, the worker is replaced ------
 
 class InferenceError(RequestError):
