@@ -147,3 +147,34 @@ def test_unsafe_zip_members_are_refused(tmp_path, name, mode, message):
         archives.extract(archive, out, kind="package")
     assert f"archive member {message}" == str(info.value)
     assert list(out.iterdir()) == []
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+@pytest.mark.parametrize("compression", ["bz2", "xz"])
+def test_bzip2_and_xz_bombs_are_refused_by_their_ratio_too(tmp_path, compression):
+    """bzip2 packs zeros far tighter than gzip: the decompression is read in bounded pieces, never whole."""
+    archive = tmp_path / f"bomb.tar.{compression}"
+    with tarfile.open(archive, f"w:{compression}") as tar:
+        info = tarfile.TarInfo("weights.params")
+        info.size = 40 * MIB  # past the 16 MiB floor of the ratio check
+        tar.addfile(info, _Zeros(info.size))
+    assert archive.stat().st_size < 100_000
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ArchiveLimitError) as info:
+        archives.extract(archive, out)
+    assert info.value.limit == "GGIC_ARCHIVE_MAX_RATIO" and decompressed_mib(str(info.value)) < 20
+    assert list(out.iterdir()) == []
