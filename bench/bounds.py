@@ -72,8 +72,7 @@ def archives_rows(scratch: Path, repeat: int) -> List[Dict[str, object]]:
 def bomb_rows(scratch: Path) -> List[Dict[str, object]]:
     from connector.contract import archives
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from crafted_archives import bomb_tar_gz
+    from bench.hostile_archives import bomb_tar_gz
 
     big = bomb_tar_gz(scratch / "bomb.tar.gz", {"image-classification-0001.params": 1536})
     small = bomb_tar_gz(scratch / "bomb-256.tar.gz", {"image-classification-0001.params": 256})

@@ -20,9 +20,8 @@ import pytest
 from PIL import Image
 
 from bench.harness import GGICRuntime, connector_entry
-from bench.material import photo_files
-from crafted_archives import bomb_tar_gz
-from crafted_images import claimed_size_jpeg, progressive_jpeg
+from bench.hostile_archives import bomb_tar_gz
+from bench.hostile_images import claimed_size_jpeg, progressive_jpeg
 
 SERVICE = "imageClassification"
 

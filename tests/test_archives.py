@@ -9,13 +9,12 @@ import re
 import stat
 import tarfile
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from connector.contract import archives
 from connector.contract.archives import ArchiveLimitError, ArchiveLimits, UnreadableArchiveError, UnsafeMemberError
-from crafted_archives import MIB, bomb_tar_gz, check_gzip, many_members_tar_gz
+from bench.hostile_archives import MIB, bomb_tar_gz, check_gzip, many_members_tar_gz
 
 
 def decompressed_mib(message: str) -> float:

@@ -417,7 +417,7 @@ def test_safe_extract_accepts_plain_files_and_directories(tmp_path):
 
 def test_a_gzip_bomb_model_archive_is_refused_naming_the_limit_and_leaves_nothing_in_the_cache(tmp_path):
     """Issue 16 finding 3: a small model.tar.gz whose params-named member is zeros used to fill the cache."""
-    from crafted_archives import bomb_tar_gz
+    from bench.hostile_archives import bomb_tar_gz
 
     destination = tmp_path / "dest"
     destination.mkdir()
@@ -435,7 +435,7 @@ def test_a_gzip_bomb_model_archive_is_refused_naming_the_limit_and_leaves_nothin
 
 
 def test_too_many_members_in_a_model_archive_leave_nothing_in_the_cache(tmp_path, monkeypatch):
-    from crafted_archives import many_members_tar_gz
+    from bench.hostile_archives import many_members_tar_gz
 
     archive = many_members_tar_gz(tmp_path / "model.tar.gz", 12)
     monkeypatch.setenv("GGIC_ARCHIVE_MAX_MEMBERS", "10")

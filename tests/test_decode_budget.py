@@ -9,7 +9,7 @@ import pytest
 
 from connector.image_classification.decode_budget import BODY_COPIES, RESERVE_BYTES, DecodeBudget
 from connector.image_classification.errors import ConfigurationError, ImageTooLargeError, TooManyScansError
-from crafted_images import claimed_size_jpeg, progressive_jpeg
+from bench.hostile_images import claimed_size_jpeg, progressive_jpeg
 
 MODEL_KB = 251_900  # what the digits model measures in its worker
 

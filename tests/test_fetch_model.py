@@ -172,7 +172,7 @@ def _corrupt(kind: str) -> bytes:
     if kind == "link-member":
         return tar_gz(good, links={"model-shapes.json.bak": "/etc/passwd"})
     if kind == "gzip-bomb":  # issue 16 finding 3: 1.5 GiB of zeros named like weights, 1.6 MB in S3
-        from crafted_archives import bomb_tar_gz_bytes
+        from bench.hostile_archives import bomb_tar_gz_bytes
 
         return bomb_tar_gz_bytes(dict(good, **{"image-classification-0007.params": 1536}))
     if kind == "not-a-model":

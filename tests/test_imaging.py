@@ -694,7 +694,7 @@ def test_a_thumbnail_inside_exif_is_not_counted_as_a_scan(small_rgb):
 
 
 def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
-    from crafted_images import progressive_jpeg
+    from bench.hostile_images import progressive_jpeg
 
     body = progressive_jpeg(1024, 1024, 3000)
     assert imaging.read_header(body, "image/jpeg").scans == 3000

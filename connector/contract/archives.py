@@ -266,7 +266,7 @@ def _extract_zip(raw: BinaryIO, writer: _Writer, budget: _Budget) -> None:
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise writer.link(name, archive.read(info).decode("utf-8", "replace")[:200])
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # zips made elsewhere may set no type
                 raise writer.special(name)
             budget.member(name, 0 if info.is_dir() else info.file_size)
             if info.is_dir():

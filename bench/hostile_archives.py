@@ -1,4 +1,5 @@
-"""Hostile archives built in the test, small on disk: gzip bombs made of repeated deflate blocks of zeros."""
+"""Hostile archives, small on disk, for the tests and bench/bounds.py: gzip bombs made of repeated deflate blocks
+of zeros, and archives of too many members."""
 
 from __future__ import annotations
 
