@@ -102,6 +102,10 @@ def test_a_small_jpeg_claiming_8192x8192_is_refused_without_a_restart_and_an_ima
     assert after["restarts"] == before["restarts"] == 0, after
     assert after["worker"]["pid"] == before["worker"]["pid"]
     answered(smooth_jpeg(64, 48))
+    log = serving.log_of(f"GG-ML-INF-image-classification-{SERVICE}")
+    assert re.search(r"decoding images of up to [0-9,]+ pixels \(about \d+x\d+: what "
+                     r"LocalInferenceServiceMemoryLimitKB \(500000 KB\) leaves beside the model's \d+ KB, at 6 "
+                     r"bytes a pixel, at most 8192x8192\); JPEGs of up to 100 scans", log), log[-2000:]
 
     # The value the refusal names works: an image just inside it is decoded within the memory limit.
     fits = int(re.search(r"at most ([0-9,]+) pixels", message).group(1).replace(",", ""))
