@@ -39,7 +39,8 @@ _BGR_BYTES_PER_PIXEL = 3
 # refusing decompression bombs: a few hundred bytes can claim 60000x60000, and OpenCV allocates the whole image
 # before it finds the data missing. OpenCV's own guard (CV_IO_MAX_IMAGE_PIXELS, 2^30 pixels, a 6 GiB peak) is far
 # too generous to protect the service, so this check does not rely on it. At the peak above, 64 MP costs 384 MiB on
-# top of the model: a deployment with a small LocalInferenceServiceMemoryLimitKB wants a lower limit.
+# top of the model: this is the ceiling, and the connector derives a lower limit from LocalInferenceServiceMemoryLimitKB
+# and the model's measured need (`decode_budget.py`).
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 # Real progressive JPEGs have 4 to 14 scans (measured: libjpeg's default script 10 for colour and 6 for grey, Go's
 # test images 4 to 14); each scan is a pass over every block of the image, about 3 ms at 64 MP even when it holds
@@ -285,9 +286,3 @@ def check_header(body: bytes, content_type: str, max_pixels: int = DEFAULT_MAX_I
             f"the {content_type} image has {header.scans:,} scans, more than the limit of {max_scans:,}: each scan "
             f"is a pass over the whole image (a progressive photo has about 10); re-encode it")
     return header
-
-
-def check_dimensions(body: bytes, content_type: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Tuple[int, int]:
-    """Refuse, from its header alone, an image that claims no pixels or more than `max_pixels`; return (w, h)."""
-    header = check_header(body, content_type, max_pixels, max_scans=2 ** 31)
-    return header.width, header.height

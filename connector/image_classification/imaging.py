@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from connector.image_classification.errors import ImageDecodeError, ImageTooLargeError
-from connector.image_classification.image_header import (  # noqa: F401  (the request checks, used from here too)
+from connector.image_classification.image_header import (  # the header checks, offered here beside the decode
     DECODE_PEAK_BYTES_PER_PIXEL,
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_IMAGE_SCANS,
@@ -27,12 +27,15 @@ from connector.image_classification.image_header import (  # noqa: F401  (the re
     SUPPORTED_CONTENT_TYPES,
     ImageHeader,
     check_content,
-    check_dimensions,
     check_header,
     image_dimensions,
     read_header,
     sniff_format,
 )
+
+__all__ = ["DECODE_PEAK_BYTES_PER_PIXEL", "DEFAULT_MAX_IMAGE_PIXELS", "DEFAULT_MAX_IMAGE_SCANS", "JPEG", "PNG",
+           "SUPPORTED_CONTENT_TYPES", "ImageHeader", "check_content", "check_header",
+           "image_dimensions", "read_header", "sniff_format", "decode_rgb", "to_tensor", "preprocess"]
 
 _JPEG_END = b"\xff\xd9"  # the EOI marker
 
