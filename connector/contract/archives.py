@@ -265,7 +265,8 @@ def _extract_zip(raw: BinaryIO, writer: _Writer, budget: _Budget) -> None:
             target = writer.target(name)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
-                raise writer.link(name, archive.read(info).decode("utf-8", "replace")[:200])
+                with archive.open(info) as source:  # the link's target, read no further than a path's length
+                    raise writer.link(name, source.read(4096).decode("utf-8", "replace"))
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # zips made elsewhere may set no type
                 raise writer.special(name)
             budget.member(name, 0 if info.is_dir() else info.file_size)

@@ -9,8 +9,8 @@ guarantees an unattended device needs:
 - nothing is downloaded when the destination already holds the same artifact (S3 ETag compared after a HEAD);
 - the archive is verified (size, gzip CRC, MD5 against a plain ETag, safe members within the extraction limits of
   `connector.contract.archives`, a symbol JSON with a `data` input plus an MXNet params file) in a sibling staging
-  directory, and only then swapped into place with one
-  rename: a failed or interrupted fetch leaves the previous model untouched;
+  directory, and only then swapped into place with one rename: a failed or interrupted fetch leaves the previous
+  model untouched;
 - the job's hyperparameters, ARN and the artifact's ETag are kept in `<destination>/.ggic-model.json`, and
   `model-shapes.json` is written from `image_shape` when the archive lacks it, so the connector gets the trained
   input shape even when SageMaker cannot be reached at start.
@@ -503,7 +503,7 @@ def _fetch_locked(job: TrainingJob, response: Dict[str, Any], uri: str, bucket: 
             extracted = archives.extract(archive, model_dir, limits, kind="model")
         except archives.UnreadableArchiveError as exc:
             raise FetchModelError(f"{uri} is a corrupt gzip file or not a tar archive: {exc}") from None
-        except (archives.ArchiveError, ModelArtifactError) as exc:
+        except archives.ArchiveError as exc:
             raise FetchModelError(f"{uri}: {exc}") from None
         # Every tar member has a 512-byte header (long names and pax records add a few more) and data padded to
         # 512 bytes; the end marker and the record padding add at most 20 KiB.
