@@ -89,3 +89,18 @@ def test_the_scan_limit_comes_from_the_environment():
     for bad in ("0", "many", "-3"):
         with pytest.raises(ConfigurationError, match=f"GGIC_MAX_IMAGE_SCANS='{bad}' is not a positive whole"):
             DecodeBudget.from_environment(500_000, MODEL_KB, 1, {"GGIC_MAX_IMAGE_SCANS": bad})
+
+
+def test_ggic_run_flags_reach_the_connectors_environment(tmp_path):
+    """`ggic run --max-image-scans/--max-image-pixels` become the variables every hosted connector reads."""
+    from connector.control.cli import build_parser
+    from connector.control.cli.running import runtime_config
+
+    args = build_parser().parse_args(["run", "--state-dir", str(tmp_path), "--max-image-scans", "150",
+                                      "--max-image-pixels", "1000000"])
+    environment = runtime_config(args, "us-west-2").connector_settings.environment()
+    assert (environment["GGIC_MAX_IMAGE_SCANS"], environment["GGIC_MAX_IMAGE_PIXELS"]) == ("150", "1000000")
+    budget = DecodeBudget.from_environment(500_000, MODEL_KB, 1, environment)
+    assert (budget.max_scans, budget.max_pixels) == (150, 1_000_000)
+    defaults = runtime_config(build_parser().parse_args(["run", "--state-dir", str(tmp_path)]), "us-west-2")
+    assert "GGIC_MAX_IMAGE_SCANS" not in defaults.connector_settings.environment()
