@@ -120,14 +120,40 @@ def test_a_zip_package_extracts_with_safe_modes(tmp_path):
     assert (out / "lib").is_dir()
 
 
-def test_a_zip_bomb_member_is_refused_by_its_own_ratio(tmp_path):
+def test_a_zip_bomb_member_is_refused_by_its_ratio(tmp_path):
     archive = tmp_path / "bomb.zip"
     archive.write_bytes(zip_bytes([("ok.py", b"x = 1\n", 0o100644), ("data.bin", bytes(64 * MIB), 0o100644)]))
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ArchiveLimitError) as info:
         archives.extract(archive, out, kind="package")
-    assert info.value.member == "data.bin" and "the member decompressed to" in str(info.value)
+    assert info.value.member == "data.bin" and info.value.limit == "GGIC_ARCHIVE_MAX_RATIO"
+    assert decompressed_mib(str(info.value)) < 20
+    assert list(out.iterdir()) == []
+
+
+def test_a_zip_bomb_behind_incompressible_members_is_refused_by_its_own_ratio(tmp_path):
+    """The archive's ratio stays low after 20 MiB of random bytes; the member's own ratio does not."""
+    archive = tmp_path / "hidden.zip"
+    archive.write_bytes(zip_bytes([("weights.bin", os.urandom(20 * MIB), 0o100644),
+                                   ("zeros.bin", bytes(64 * MIB), 0o100644)]))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ArchiveLimitError) as info:
+        archives.extract(archive, out, kind="package")
+    assert info.value.member == "zeros.bin" and "the member decompressed to 17.0 MiB" in str(info.value)
+    assert list(out.iterdir()) == []
+
+
+def test_many_small_zip_members_of_zeros_are_refused_by_the_archive_ratio(tmp_path):
+    """Each member under the 16 MiB floor of its own ratio, together a bomb."""
+    archive = tmp_path / "many.zip"
+    archive.write_bytes(zip_bytes([(f"part-{index:02d}.bin", bytes(MIB), 0o100644) for index in range(40)]))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ArchiveLimitError) as info:
+        archives.extract(archive, out, kind="package")
+    assert info.value.member == "part-16.bin" and "the archive decompressed to 17.0 MiB" in str(info.value)
     assert list(out.iterdir()) == []
 
 

@@ -132,25 +132,28 @@ class _Budget:
         if self.done.bytes_written + claimed > limits.max_total_bytes:
             raise self._total_too_large(name, self.done.bytes_written + claimed, "would reach")
 
-    def wrote(self, name: str, member_bytes: int, added: int, ratio_compressed: Optional[int] = None) -> None:
-        """`added` more bytes written; `member_bytes` of this member so far. `ratio_compressed`: the member's own
-        compressed size (zip), else the whole archive's ratio is checked (a tar stream is compressed as one)."""
+    def wrote(self, name: str, member_bytes: int, added: int, member_compressed: Optional[int] = None) -> None:
+        """`added` more bytes written; `member_bytes` of this member so far. The whole archive's ratio is checked
+        against `compressed()`, and a zip member's own against `member_compressed` (its compressed size)."""
         limits = self.limits
         self.done.bytes_written += added
         if member_bytes > limits.max_member_bytes:
             raise self._member_too_large(name, member_bytes, "decompressed to")
         if self.done.bytes_written > limits.max_total_bytes:
             raise self._total_too_large(name, self.done.bytes_written, "reached")
-        written = member_bytes if ratio_compressed is not None else self.done.bytes_written
-        if written > limits.ratio_floor_bytes:
-            compressed = max(1, ratio_compressed if ratio_compressed is not None else self.compressed())
-            if written / compressed > limits.max_ratio:
-                whose = "the member" if ratio_compressed is not None else "the archive"
-                raise ArchiveLimitError(
-                    f"archive member {name!r}: {whose} decompressed to {_size(written)} from {_size(compressed)}, "
-                    f"a compression ratio of {written / compressed:.0f}:1, over the limit of "
-                    f"{limits.max_ratio:g}:1 ({ARCHIVE_MAX_RATIO_ENV}): a decompression bomb, or raise the limit",
-                    ARCHIVE_MAX_RATIO_ENV, name)
+        if member_compressed is not None:
+            self._ratio(name, "the member", member_bytes, member_compressed)
+        self._ratio(name, "the archive", self.done.bytes_written, self.compressed())
+
+    def _ratio(self, name: str, whose: str, written: int, compressed: int) -> None:
+        limits = self.limits
+        compressed = max(1, compressed)
+        if written > limits.ratio_floor_bytes and written / compressed > limits.max_ratio:
+            raise ArchiveLimitError(
+                f"archive member {name!r}: {whose} decompressed to {_size(written)} from {_size(compressed)}, "
+                f"a compression ratio of {written / compressed:.0f}:1, over the limit of "
+                f"{limits.max_ratio:g}:1 ({ARCHIVE_MAX_RATIO_ENV}): a decompression bomb, or raise the limit",
+                ARCHIVE_MAX_RATIO_ENV, name)
 
     def _member_too_large(self, name: str, size: int, how: str) -> ArchiveLimitError:
         return ArchiveLimitError(
@@ -193,7 +196,7 @@ class _Writer:
         self.created.extend(reversed(missing))
 
     def file(self, name: str, target: Path, source: IO[bytes], executable: bool, budget: _Budget,
-             compressed: Optional[int] = None) -> None:
+             member_compressed: Optional[int] = None) -> None:
         self.directory(target.parent)
         if target.is_dir():
             raise UnsafeMemberError(f"archive member {name!r} is a file where the archive made a directory")
@@ -210,7 +213,7 @@ class _Writer:
                     break
                 out.write(chunk)
                 written += len(chunk)
-                budget.wrote(name, written, len(chunk), compressed)
+                budget.wrote(name, written, len(chunk), member_compressed)
 
     def undo(self) -> None:
         for path in reversed(self.created):
@@ -259,8 +262,11 @@ def _extract_tar(raw: BinaryIO, writer: _Writer, budget: _Budget) -> None:
 
 
 def _extract_zip(raw: BinaryIO, writer: _Writer, budget: _Budget) -> None:
+    consumed = [0]  # the compressed sizes of the members begun so far: the whole archive's side of its ratio
+    budget.compressed = lambda: consumed[0]
     with zipfile.ZipFile(raw) as archive:
         for info in archive.infolist():
+            consumed[0] += info.compress_size
             name = info.filename
             target = writer.target(name)
             mode = info.external_attr >> 16
