@@ -67,7 +67,7 @@ class ArchiveLimits:
     Defaults, for SageMaker image-classification artifacts: the largest real one is a ResNet-152 (about 230 MB of
     float32 weights in one `.params` file; ResNet-200, the deepest the algorithm trains, about 260 MB), and with
     `checkpoint_frequency` every checkpointed epoch's `.params` file is in the archive too. Weights barely compress
-    (about 1.1:1 measured on the digits model; a symbol JSON about 10:1), while a member of zeros compresses 1000:1.
+    (about 1.1:1 measured on the digits model; its symbol JSON 17:1), while a member of zeros compresses 1000:1.
     """
 
     max_members: int = 1000                 # 10x a 100-epoch job that kept every checkpoint
