@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import grimp
@@ -16,6 +15,7 @@ import pytest
 
 from bench.harness import REPO, GGICRuntime, connector_entry
 from bench.material import DIGITS_MODEL
+from connector.contract import archives
 from connector.devices.packaging import build_zip
 
 PACKAGES = ("connector", "bench")
@@ -84,8 +84,8 @@ def lambda_package(tmp_path_factory):
     archive = directory / "ggic-image-classification-lambda.zip"
     build_zip(archive)
     unpacked = directory / "unpacked"
-    with zipfile.ZipFile(archive) as package:
-        package.extractall(unpacked)
+    unpacked.mkdir()
+    archives.extract(archive, unpacked, kind="package")  # bounded, as any package we unpack
     return unpacked
 
 

@@ -12,7 +12,12 @@ import pytest
 
 from bench.material import DIGITS_ARCHIVE, DIGITS_MODEL
 from connector.image_classification import artifact
-from connector.image_classification.errors import ModelArtifactError, UnsafeArchiveError
+from connector.image_classification.errors import (
+    ArchiveLimitExceededError,
+    ConfigurationError,
+    ModelArtifactError,
+    UnsafeArchiveError,
+)
 
 SYMBOL = "image-classification-symbol.json"
 PARAMS = "image-classification-0006.params"
@@ -406,6 +411,47 @@ def test_safe_extract_accepts_plain_files_and_directories(tmp_path):
     artifact.safe_extract(archive, destination)
     assert (destination / "model" / "a.txt").read_bytes() == b"hello"
     assert (destination / "b.txt").read_bytes() == b"world"
+
+
+# --- bounded extraction (connector.contract.archives) ------------------------------------------------------
+
+def test_a_gzip_bomb_model_archive_is_refused_naming_the_limit_and_leaves_nothing_in_the_cache(tmp_path):
+    """Issue 16 finding 3: a small model.tar.gz whose params-named member is zeros used to fill the cache."""
+    from bench.hostile_archives import bomb_tar_gz
+
+    destination = tmp_path / "dest"
+    destination.mkdir()
+    members = {name: (DIGITS_MODEL / name).read_bytes() for name in (SYMBOL, SHAPES)}
+    members["image-classification-0007.params"] = 1536  # MiB of zeros, about 1.6 MB on disk
+    archive = bomb_tar_gz(destination / "model.tar.gz", members)
+    assert archive.stat().st_size < 2 * 2 ** 20
+    cache = tmp_path / "cache"
+    with pytest.raises(ArchiveLimitExceededError) as info:
+        artifact.locate(destination, cache_dir=cache)
+    assert isinstance(info.value, UnsafeArchiveError)
+    assert (info.value.limit, info.value.member) == ("GGIC_ARCHIVE_MAX_RATIO", "image-classification-0007.params")
+    assert str(info.value).startswith(f"{archive} is refused: archive member 'image-classification-0007.params'")
+    assert list(cache.iterdir()) == []  # no entry, complete or not, and no staging directory
+
+
+def test_too_many_members_in_a_model_archive_leave_nothing_in_the_cache(tmp_path, monkeypatch):
+    from bench.hostile_archives import many_members_tar_gz
+
+    archive = many_members_tar_gz(tmp_path / "model.tar.gz", 12)
+    monkeypatch.setenv("GGIC_ARCHIVE_MAX_MEMBERS", "10")
+    cache = tmp_path / "cache"
+    with pytest.raises(ArchiveLimitExceededError, match=r"member number 11, over the limit of 10 members "
+                                                        r"\(GGIC_ARCHIVE_MAX_MEMBERS\)"):
+        artifact.extract_cached(archive, cache)
+    assert list(cache.iterdir()) == []
+    monkeypatch.setenv("GGIC_ARCHIVE_MAX_MEMBERS", "12")
+    assert (artifact.extract_cached(archive, cache) / ".complete").is_file()
+
+
+def test_a_bad_limit_in_the_environment_is_a_configuration_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("GGIC_ARCHIVE_MAX_TOTAL_BYTES", "lots")
+    with pytest.raises(ConfigurationError, match="GGIC_ARCHIVE_MAX_TOTAL_BYTES='lots' is not a number"):
+        artifact.extract_cached(DIGITS_ARCHIVE, tmp_path / "cache")
 
 
 # --- read_model_shapes --------------------------------------------------------------------------------------

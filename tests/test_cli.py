@@ -13,6 +13,7 @@ import pytest
 
 from bench.harness import GGIC, GGICRuntime, connector_entry, ggic
 from bench.material import REPO
+from connector.contract import archives
 
 DOC_EXAMPLE = ('{ "Connectors": [ { "Id": "MyImageClassificationConnector", "ConnectorArn": '
                '"arn:aws:greengrass:region::/connectors/ImageClassificationARMv7/versions/2", "Parameters": { '
@@ -197,7 +198,8 @@ def test_lambda_zip_deploys_an_importable_working_handler(tmp_path, digits_model
         "print(json.dumps(answer))\n")
     # Greengrass unpacks a Lambda's deployment package into a directory of its own and imports from there.
     deployed = tmp_path / "deployment" / "lambda"
-    zipfile.ZipFile(archive).extractall(deployed)
+    deployed.mkdir(parents=True)
+    archives.extract(archive, deployed, kind="package")  # the bounded extractor a package goes through
     env = dict(os.environ, **connector_entry(digits_model)["Parameters"])
     env["PYTHONPATH"] = os.pathsep.join([str(deployed), str(REPO)])
     # Run from an empty directory: the deployed copy comes first on the path, not the repository's.

@@ -171,6 +171,10 @@ def _corrupt(kind: str) -> bytes:
         return (DIGITS_ARCHIVE.parent / "digits-resnet20" / SYMBOL).read_bytes()
     if kind == "link-member":
         return tar_gz(good, links={"model-shapes.json.bak": "/etc/passwd"})
+    if kind == "gzip-bomb":  # issue 16 finding 3: 1.5 GiB of zeros named like weights, 1.6 MB in S3
+        from bench.hostile_archives import bomb_tar_gz_bytes
+
+        return bomb_tar_gz_bytes(dict(good, **{"image-classification-0007.params": 1536}))
     if kind == "not-a-model":
         return tar_gz({"weights.h5": b"\x89HDF\r\n", "config.json": b"{}"})
     if kind == "symbol-without-data":
@@ -183,6 +187,7 @@ CORRUPTIONS = {
     "truncated": "is a corrupt gzip file",
     "bit-flipped": "is a corrupt gzip file",
     "not-gzip": "is not a gzip file",
+    "gzip-bomb": "archive member 'image-classification-0007.params': the archive decompressed to",
     "link-member": "is a link ('/etc/passwd'); models hold plain files",
     "not-a-model": "holds no image-classification-symbol.json with a matching image-classification-NNNN.params "
                    "(it holds: config.json, weights.h5)",

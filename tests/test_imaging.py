@@ -18,6 +18,7 @@ from connector.image_classification.errors import (
     ImageTooLargeError,
     InvalidImageHeaderError,
     RequestError,
+    TooManyScansError,
     UnsupportedContentTypeError,
 )
 
@@ -637,19 +638,72 @@ print(status_kb("VmHWM") - before)
 """
 
 
-@pytest.mark.parametrize("ext, content_type", [(".jpg", "image/jpeg"), (".png", "image/png")])
-def test_decode_peak_memory_is_what_the_limit_assumes(tmp_path, ext, content_type):
-    """DECODE_PEAK_BYTES_PER_PIXEL is what a size limit must be budgeted with: measure it in a fresh process."""
+def _big_photo_like(side: int) -> Image.Image:
+    ramp = np.add.outer(np.arange(side), np.arange(side)).astype(np.uint8)
+    return Image.fromarray(np.dstack([ramp, ramp.T, ramp // 2]), "RGB")
+
+
+@pytest.mark.parametrize("kind, expected", [("png", 6), ("baseline", 6), ("progressive-420", 6),
+                                            ("progressive-444", 9)])
+def test_decode_peak_memory_is_what_the_header_predicts(tmp_path, kind, expected):
+    """What a size limit is budgeted with (ImageHeader.decode_peak_bytes, 6 bytes a pixel, 9 for a progressive
+    4:4:4 JPEG and its coefficient buffer): measured in a fresh process."""
     import subprocess
     import sys
 
     side = 3072
-    ramp = np.add.outer(np.arange(side), np.arange(side)).astype(np.uint8)
-    path = tmp_path / f"big{ext}"
-    assert cv2.imwrite(str(path), np.dstack([ramp, ramp.T, ramp // 2]))
+    image = _big_photo_like(side)
+    options = {"png": ("PNG", {}), "baseline": ("JPEG", {"quality": 90}),
+               "progressive-420": ("JPEG", {"quality": 90, "progressive": True}),
+               "progressive-444": ("JPEG", {"quality": 90, "progressive": True, "subsampling": 0})}[kind]
+    body = pil_bytes(image, options[0], **options[1])
+    content_type = "image/png" if kind == "png" else "image/jpeg"
+    header = imaging.read_header(body, content_type)
+    assert header.decode_peak_bytes_per_pixel == expected
+    path = tmp_path / "big"
+    path.write_bytes(body)
     result = subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(path), content_type], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     grown = int(result.stdout) * 1024
-    budget = imaging.DECODE_PEAK_BYTES_PER_PIXEL * side * side
+    budget = header.decode_peak_bytes
     assert 0.9 * budget <= grown <= 1.05 * budget + 8 * 2 ** 20, f"{grown / side / side:.2f} bytes per pixel"
+
+
+# --- scans ------------------------------------------------------------------------------------------------
+
+def test_scans_are_counted_from_the_markers(small_rgb, files):
+    assert imaging.read_header(pil_bytes(small_rgb, "JPEG"), "image/jpeg").scans == 1
+    progressive = imaging.read_header(pil_bytes(small_rgb, "JPEG", progressive=True), "image/jpeg")
+    assert (progressive.scans, progressive.progressive) == (10, True)  # libjpeg's default script for colour
+    grey = imaging.read_header(pil_bytes(small_rgb.convert("L"), "JPEG", progressive=True), "image/jpeg")
+    assert grey.scans == 6
+    for name, (content_type, path) in files.items():
+        if content_type == "image/jpeg":
+            assert imaging.read_header(path.read_bytes(), content_type).scans == 1, name  # baseline photos
+
+
+def test_a_thumbnail_inside_exif_is_not_counted_as_a_scan(small_rgb):
+    thumbnail = pil_bytes(small_rgb, "JPEG")
+    assert b"\xff\xda" in thumbnail
+    app1 = b"Exif\x00\x00" + thumbnail
+    body = pil_bytes(small_rgb, "JPEG")
+    with_exif = body[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + body[2:]
+    assert with_exif.count(b"\xff\xda") == 2
+    assert imaging.read_header(with_exif, "image/jpeg").scans == 1
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
+    from bench.hostile_images import progressive_jpeg
+
+    body = progressive_jpeg(1024, 1024, 3000)
+    assert imaging.read_header(body, "image/jpeg").scans == 3000
+    with pytest.raises(TooManyScansError) as info:
+        imaging.preprocess(body, "image/jpeg", 28, 28)
+    assert str(info.value) == ("the image/jpeg image has 3,000 scans, more than the limit of 100: each scan is a "
+                               "pass over the whole image (a progressive photo has about 10); re-encode it")
+    assert info.value.reason == "too-many-scans"
+    decoded = imaging.preprocess(body, "image/jpeg", 28, 28, max_scans=3000)  # the crafted file is a real JPEG
+    assert decoded.shape == (1, 3, 28, 28)
+    tensor = imaging.preprocess(progressive_jpeg(1024, 1024, 100), "image/jpeg", 28, 28)
+    assert tensor.shape == (1, 3, 28, 28)

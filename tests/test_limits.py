@@ -147,8 +147,11 @@ def model_need_kb(tmp_path_factory, digits_model) -> int:
 
 def test_memory_breach_fails_the_request_and_a_new_worker_serves_the_queue(
         tmp_path_factory, digits_model, model_need_kb, digits, sdk_env):
-    limit = model_need_kb + 60_000  # room for ordinary images, not for a 36 MP decode (108 MB)
-    with limits_runtime(tmp_path_factory, digits_model, LocalInferenceServiceMemoryLimitKB=str(limit)) as runtime:
+    limit = model_need_kb + 60_000  # room for ordinary images, not for a 36 MP decode (216 MB at its peak)
+    # An explicit --max-image-pixels is honoured even where it cannot fit (the start-up log warns): without it the
+    # connector would refuse the image from its header (tests/test_abuse_inputs.py) and no worker would breach.
+    with limits_runtime(tmp_path_factory, digits_model, run_args=["--max-image-pixels", str(6000 * 6000)],
+                        LocalInferenceServiceMemoryLimitKB=str(limit)) as runtime:
         sdk_env(runtime)
         old_pid = runtime.worker_pid()
         assert_answered(invoke(digits[0]))
@@ -167,6 +170,7 @@ def test_memory_breach_fails_the_request_and_a_new_worker_serves_the_queue(
         assert status["supervisor"]["restart_reasons"] == {"memory": 1}
         log = runtime.log_of(CONNECTOR_LOG)
         assert "consumed all allocated memory" in log and f"{SERVICE}: " in log
+        assert "--max-image-pixels 36000000 (GGIC_MAX_IMAGE_PIXELS) cannot fit in" in log
         print(f"memory breach: {message}")
 
 

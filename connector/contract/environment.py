@@ -21,3 +21,10 @@ WORKERS_ENV = "GGIC_WORKERS"                          # inference workers: N or 
 ENGINE_THREADS_ENV = "GGIC_ENGINE_THREADS"            # engine (OpenMP) threads per worker
 MAX_IMAGE_PIXELS_ENV = "GGIC_MAX_IMAGE_PIXELS"        # the largest image a request may decode to
 GPU_FALLBACK_ENV = "GGIC_GPU_FALLBACK"                # cpu: serve on the CPU when GPUAcceleration=GPU finds no GPU
+MAX_IMAGE_SCANS_ENV = "GGIC_MAX_IMAGE_SCANS"          # the most scans a (progressive) JPEG request may have
+
+# Extracting archives (model.tar.gz, Lambda deployment zips): connector.contract.archives.ArchiveLimits
+ARCHIVE_MAX_MEMBERS_ENV = "GGIC_ARCHIVE_MAX_MEMBERS"            # members (files and directories)
+ARCHIVE_MAX_MEMBER_BYTES_ENV = "GGIC_ARCHIVE_MAX_MEMBER_BYTES"  # bytes of one member, decompressed
+ARCHIVE_MAX_TOTAL_BYTES_ENV = "GGIC_ARCHIVE_MAX_TOTAL_BYTES"    # bytes of all members, decompressed
+ARCHIVE_MAX_RATIO_ENV = "GGIC_ARCHIVE_MAX_RATIO"                # decompressed / compressed bytes

@@ -22,6 +22,7 @@ from connector.contract.environment import (
     CONNECTOR_ID_ENV,
     ENGINE_ENV,
     MAX_IMAGE_PIXELS_ENV,
+    MAX_IMAGE_SCANS_ENV,
     MODEL_CACHE_ENV,
     WORKERS_ENV,
 )
@@ -36,6 +37,7 @@ class ConnectorSettings:
     engine: Optional[str] = None              # "mxnet" (default) or "onnxruntime"
     workers: Union[int, str] = 1              # inference workers, or "auto"
     max_image_pixels: Optional[int] = None
+    max_image_scans: Optional[int] = None
 
     def environment(self) -> Dict[str, str]:
         """The same settings as environment variables: how a connector run as a Lambda process receives them."""
@@ -48,6 +50,8 @@ class ConnectorSettings:
             env[WORKERS_ENV] = str(self.workers)
         if self.max_image_pixels:
             env[MAX_IMAGE_PIXELS_ENV] = str(self.max_image_pixels)
+        if self.max_image_scans:
+            env[MAX_IMAGE_SCANS_ENV] = str(self.max_image_scans)
         return env
 
 

@@ -7,9 +7,10 @@ guarantees an unattended device needs:
 - the job is checked first (Completed, built-in image-classification algorithm), so a wrong ARN fails before a byte
   is downloaded;
 - nothing is downloaded when the destination already holds the same artifact (S3 ETag compared after a HEAD);
-- the archive is verified (size, gzip CRC, MD5 against a plain ETag, safe members, a symbol JSON with a `data`
-  input plus an MXNet params file) in a sibling staging directory, and only then swapped into place with one
-  rename: a failed or interrupted fetch leaves the previous model untouched;
+- the archive is verified (size, gzip CRC, MD5 against a plain ETag, safe members within the extraction limits of
+  `connector.contract.archives`, a symbol JSON with a `data` input plus an MXNet params file) in a sibling staging
+  directory, and only then swapped into place with one rename: a failed or interrupted fetch leaves the previous
+  model untouched;
 - the job's hyperparameters, ARN and the artifact's ETag are kept in `<destination>/.ggic-model.json`, and
   `model-shapes.json` is written from `image_shape` when the archive lacks it, so the connector gets the trained
   input shape even when SageMaker cannot be reached at start.
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, TextIO, Tuple, Union
 
+from connector.contract import archives
 from connector.image_classification import artifact
 from connector.image_classification.errors import ModelArtifactError, TrainingJobError
 from connector.contract.catalog import InvalidTrainingJobArnError, normalise_training_job_arn, training_job_name
@@ -50,6 +52,7 @@ METADATA_FILE = ".ggic-model.json"
 SHAPES_FILE = "model-shapes.json"
 STAGING_PREFIX = ".ggic-fetch-"
 CHUNK_BYTES = 1 << 20
+MIB = 1 << 20
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60
 MXNET_NDARRAY_LIST_MAGIC = 0x112  # the first 8 bytes (little-endian) of an MXNet .params file
@@ -235,17 +238,32 @@ def _download(s3: Any, bucket: str, key: str, etag: str, size: int, target: Path
 
 # --- verification ---------------------------------------------------------------------------------------------
 
-def _verify_gzip(archive: Path, uri: str) -> None:
-    """The whole stream decompresses and its CRC matches (tarfile stops at the end marker, before the CRC)."""
+def _check_gzip_magic(archive: Path, uri: str) -> None:
     with open(archive, "rb") as handle:
         magic = handle.read(2)
     if magic != b"\x1f\x8b":
         raise FetchModelError(f"{uri} is not a gzip file (it starts with {magic!r}); a SageMaker training job's "
                               f"model artifact is a model.tar.gz")
+
+
+def _verify_gzip(archive: Path, uri: str, max_bytes: int) -> None:
+    """The whole stream decompresses and its CRC matches (tarfile stops at the end marker, before the CRC).
+
+    Run after the bounded extraction, so `max_bytes` (what the tar stream can hold beside the files it wrote)
+    bounds the decompression too: data hidden after the tar's end marker cannot make this step a bomb.
+    """
+    done = 0
     try:
         with gzip.open(archive, "rb") as stream:
-            while stream.read(CHUNK_BYTES):
-                pass
+            while True:
+                block = stream.read(CHUNK_BYTES)
+                if not block:
+                    break
+                done += len(block)
+                if done > max_bytes:
+                    raise FetchModelError(
+                        f"{uri} decompresses to more than {_mib(max_bytes)}, beyond the tar archive its members "
+                        f"make: data is hidden after the archive's end")
     except (OSError, EOFError, zlib.error) as exc:
         raise FetchModelError(f"{uri} is a corrupt gzip file: {exc}") from None
 
@@ -415,8 +433,16 @@ def describe_job(sagemaker: Any, job_arn: str) -> Tuple[TrainingJob, Dict[str, A
 
 
 def fetch_model(job_arn: str, destination: Path, region: Optional[str] = None,
-                progress: Optional[ProgressCallback] = None) -> FetchResult:
-    """Put the model of a Completed image-classification training job at `destination` (see the module doc)."""
+                progress: Optional[ProgressCallback] = None,
+                limits: Optional[archives.ArchiveLimits] = None) -> FetchResult:
+    """Put the model of a Completed image-classification training job at `destination` (see the module doc).
+
+    `limits` bound the archive's extraction (default: `ArchiveLimits`, overridden by GGIC_ARCHIVE_* variables)."""
+    if limits is None:
+        try:
+            limits = archives.ArchiveLimits.from_environment(os.environ)
+        except ValueError as exc:
+            raise FetchModelError(str(exc)) from None
     try:
         arn, changed = normalise_training_job_arn(job_arn)
         training_job_name(arn)
@@ -437,13 +463,14 @@ def fetch_model(job_arn: str, destination: Path, region: Optional[str] = None,
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         with _locked(destination):
-            return _fetch_locked(job, response, uri, bucket, key, s3, destination, progress)
+            return _fetch_locked(job, response, uri, bucket, key, s3, destination, progress, limits)
     except OSError as exc:  # permissions, a full disk, ...: the destination is as it was
         raise FetchModelError(f"cannot put the model at {destination}: {exc}") from None
 
 
 def _fetch_locked(job: TrainingJob, response: Dict[str, Any], uri: str, bucket: str, key: str, s3: Any,
-                  destination: Path, progress: Optional[ProgressCallback]) -> FetchResult:
+                  destination: Path, progress: Optional[ProgressCallback],
+                  limits: archives.ArchiveLimits) -> FetchResult:
     _check_destination(destination)
     for stale in destination.parent.glob(f".{artifact.glob_escape(destination.name)}{STAGING_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a fetch that was killed
@@ -469,13 +496,18 @@ def _fetch_locked(job: TrainingJob, response: Dict[str, Any], uri: str, bucket: 
         if re.fullmatch(r"[0-9a-f]{32}", plain_etag) and not encryption.startswith("aws:kms") \
                 and not head.get("SSECustomerAlgorithm") and md5 != plain_etag:
             raise FetchModelError(f"{uri} arrived damaged: its MD5 {md5} is not its ETag {plain_etag}")
-        _verify_gzip(archive, uri)
+        _check_gzip_magic(archive, uri)
         model_dir = staging / "model"
         model_dir.mkdir()
-        try:
-            artifact.safe_extract(archive, model_dir)
-        except ModelArtifactError as exc:
+        try:  # bounded: a gzip bomb is refused after at most max_ratio x its size, naming the limit
+            extracted = archives.extract(archive, model_dir, limits, kind="model")
+        except archives.UnreadableArchiveError as exc:
+            raise FetchModelError(f"{uri} is a corrupt gzip file or not a tar archive: {exc}") from None
+        except archives.ArchiveError as exc:
             raise FetchModelError(f"{uri}: {exc}") from None
+        # Every tar member has a 512-byte header (long names and pax records add a few more) and data padded to
+        # 512 bytes; the end marker and the record padding add at most 20 KiB.
+        _verify_gzip(archive, uri, extracted.bytes_written + (extracted.members + 4) * 4096 + MIB)
         archive.unlink()
         model = _check_model(model_dir, uri)
         shape, shape_source = _input_shape(model, job)

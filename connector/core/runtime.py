@@ -77,6 +77,7 @@ class RuntimeConfig:
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
     max_image_pixels: Optional[int] = None
+    max_image_scans: Optional[int] = None
     engine: Optional[str] = None  # "mxnet" (default) or "onnxruntime", for every connector
     workers: int | str = 1  # inference workers per connector (cores / workers engine threads each), or "auto"
     connector_hosting: str = NATIVE  # or LAMBDA: each connector in a function process, as a Greengrass core runs it
@@ -100,7 +101,8 @@ class RuntimeConfig:
     @property
     def connector_settings(self) -> ConnectorSettings:
         return ConnectorSettings(model_cache=self.state_dir / "model-cache", engine=self.engine,
-                                 workers=self.workers, max_image_pixels=self.max_image_pixels)
+                                 workers=self.workers, max_image_pixels=self.max_image_pixels,
+                                 max_image_scans=self.max_image_scans)
 
 
 @dataclass

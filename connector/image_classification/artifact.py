@@ -14,13 +14,18 @@ import logging
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from connector.image_classification.errors import ModelArtifactError, UnsafeArchiveError
+from connector.contract import archives
+from connector.image_classification.errors import (
+    ArchiveLimitExceededError,
+    ConfigurationError,
+    ModelArtifactError,
+    UnsafeArchiveError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +136,11 @@ def _digest(path: Path) -> str:
 
 
 def extract_cached(archive: Path, cache_dir: Optional[Path]) -> Path:
-    """Extract `archive` once into `<cache_dir>/<digest>/`; later starts reuse it."""
+    """Extract `archive` once into `<cache_dir>/<digest>/`; later starts reuse it.
+
+    The extraction goes into a staging directory that becomes the entry, marked `.complete`, only when the whole
+    archive was extracted within the limits; any failure removes the staging directory.
+    """
     cache_root = cache_dir or Path(tempfile.gettempdir()) / f"ggic-model-cache-{os.getuid()}"
     try:
         target = cache_root / _digest(archive)
@@ -153,27 +162,24 @@ def extract_cached(archive: Path, cache_dir: Optional[Path]) -> Path:
     return target
 
 
-def check_member(member: tarfile.TarInfo, destination: Path) -> None:
-    """Refuse any member that could write outside `destination` or is not a plain file or directory."""
-    name = member.name
-    if name.startswith("/") or os.path.isabs(name):
-        raise UnsafeArchiveError(f"archive member {name!r} has an absolute path")
-    target = (destination / name).resolve()
-    if target != destination and destination not in target.parents:
-        raise UnsafeArchiveError(f"archive member {name!r} would be written outside the model directory")
-    if member.issym() or member.islnk():
-        raise UnsafeArchiveError(f"archive member {name!r} is a link ({member.linkname!r}); models hold plain files")
-    if not (member.isfile() or member.isdir()):
-        raise UnsafeArchiveError(f"archive member {name!r} is a device, FIFO or other special file")
-
-
-def safe_extract(archive: Path, destination: Path) -> None:
-    destination = destination.resolve()
+def archive_limits() -> archives.ArchiveLimits:
+    """The extraction limits: the defaults, or what GGIC_ARCHIVE_* in this process's environment say."""
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                check_member(member, destination)
-            tar.extractall(destination, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        return archives.ArchiveLimits.from_environment(os.environ)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def safe_extract(archive: Path, destination: Path, limits: Optional[archives.ArchiveLimits] = None) -> None:
+    """Extract the model archive within `limits` (`connector.contract.archives`): refused members and archives
+    over a limit raise, and leave `destination` as it was."""
+    try:
+        archives.extract(archive, destination, limits or archive_limits(), kind="model")
+    except archives.ArchiveLimitError as exc:
+        raise ArchiveLimitExceededError(f"{archive} is refused: {exc}", exc.limit, exc.member) from None
+    except archives.UnsafeMemberError as exc:
+        raise UnsafeArchiveError(str(exc)) from None
+    except archives.UnreadableArchiveError as exc:
         raise ModelArtifactError(f"{archive} is not a readable tar.gz archive: {exc}") from None
+    except OSError as exc:  # reading the archive or writing the files: permissions, a full disk
+        raise ModelArtifactError(f"cannot extract {archive} into {destination}: {exc}") from None

@@ -2,10 +2,11 @@
 (`handler.py`) and natively inside our runtime (`hosting.py`).
 
 A request is the image bytes (the event) and its ContentType (in the client context); its deadline is what the
-runtime says is left of LocalInferenceServiceTimeoutSeconds (queueing counts). The supervisor runs it on an
-inference worker (`supervisor.py`: where time and memory are limited); the answer is `{"Body": "[0.3,0.1,...]",
-"ContentType": "application/json"}`. With MLFeedbackConnectorConfigId (version 2), the image and the prediction
-also go to the ML Feedback connector, off the request path (`feedback_forwarder.py`).
+runtime says is left of LocalInferenceServiceTimeoutSeconds (queueing counts). Its image header is checked first,
+here, against the limits `decode_budget.py` derives from the memory limit and the model's measured need. The
+supervisor runs it on an inference worker (`supervisor.py`: where time and memory are limited); the answer is
+`{"Body": "[0.3,0.1,...]", "ContentType": "application/json"}`. With MLFeedbackConnectorConfigId (version 2), the
+image and the prediction also go to the ML Feedback connector, off the request path (`feedback_forwarder.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import Any, Dict, Mapping, Optional, Union
 
 from connector.contract.status import SupervisorStatus
+from connector.image_classification.decode_budget import DecodeBudget
 from connector.image_classification.errors import RequestError
 from connector.image_classification.feedback_forwarder import FeedbackForwarder, SendSample
 from connector.image_classification.parameters import ImageClassificationParameters
@@ -41,11 +43,24 @@ class InferenceEndpoint:
         reason), and the feedback hand-off when the parameters ask for one."""
         supervisor = InferenceSupervisor(parameters, environment, workers=workers, logger=logger, **supervisor_options)
         supervisor.start()
+        endpoint_budget = DecodeBudget.from_environment(supervisor.share_kb, supervisor.need_kb, supervisor.size,
+                                                        supervisor.environment)
+        warning = endpoint_budget.startup_warning()
+        if warning:
+            logger.warning("%s", warning)
+        logger.info("decoding %s", endpoint_budget.describe())
         forwarder = None
         if parameters.feedback_config_id:
             forwarder = FeedbackForwarder(parameters.feedback_config_id, parameters.service_name, send_sample,
                                           logger=logger).start()
         return cls(parameters, supervisor, forwarder, logger)
+
+    def decode_budget(self) -> DecodeBudget:
+        """The image limits now: the worker's share of the memory limit and the model's measured need (with
+        `--workers auto` the share shrinks once the layout is decided)."""
+        supervisor = self.supervisor
+        return DecodeBudget.from_environment(supervisor.share_kb, supervisor.need_kb, supervisor.size,
+                                             supervisor.environment)
 
     @property
     def concurrency(self) -> int:
@@ -71,6 +86,9 @@ class InferenceEndpoint:
         request_id = getattr(context, "aws_request_id", "?")
         image = bytes(event)
         try:
+            # The header is checked here, before any worker is taken: an image whose decode would not fit beside
+            # the model, or with more scans than a photo has, never reaches (and never costs) a worker.
+            self.decode_budget().check(image, content_type)
             answer = self.supervisor.infer(image, content_type, self._deadline(context))
         except RequestError as exc:
             self.log.warning("request %s refused (%s): %s", request_id, exc.reason, exc)

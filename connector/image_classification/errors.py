@@ -54,6 +54,13 @@ class ImageTooLargeError(RequestError):
     reason = "image-too-large"
 
 
+class TooManyScansError(RequestError):
+    """A JPEG (by its markers, before decoding) has more scans than the connector will decode: each is a pass over
+    the whole image."""
+
+    reason = "too-many-scans"
+
+
 # --- request errors the inference worker's supervisor reports: the request failed, the worker is replaced ------
 
 class InferenceError(RequestError):
@@ -108,6 +115,16 @@ class UnsafeArchiveError(ModelArtifactError):
 class InputShapeMismatchError(ModelArtifactError):
     """The training job's image_shape and the artifact's model-shapes.json disagree: the model at
     MLModelDestinationPath was not trained by the job that MLModelSageMakerJobArn names."""
+
+
+class ArchiveLimitExceededError(UnsafeArchiveError):
+    """A model.tar.gz holds more than an extraction limit allows (members, bytes, compression ratio); `limit` names
+    the limit's environment variable and `member` the member being extracted when it was reached."""
+
+    def __init__(self, message: str, limit: str = "", member: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.member = member
 
 
 class TrainingJobError(ConnectorStartError):

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from connector.contract.environment import ENGINE_ENV, MAX_IMAGE_PIXELS_ENV, MODEL_CACHE_ENV
+from connector.contract.environment import ENGINE_ENV, MAX_IMAGE_PIXELS_ENV, MAX_IMAGE_SCANS_ENV, MODEL_CACHE_ENV
 from connector.image_classification import artifact, imaging, training_job
 from connector.image_classification.errors import ConfigurationError
 from connector.image_classification.model import ClassifierModel, InputShape, resolve_input_shape
@@ -48,7 +48,10 @@ class ImageClassificationService:
         self.parameters = parameters
         self.model: Optional[ClassifierModel] = None
         # Not a connector parameter (the schema has none): `ggic run --max-image-pixels` sets it for the process.
+        # The connector's process has checked each request against the memory-derived limits already
+        # (`decode_budget.py`); the worker keeps these outer bounds of its own.
         self.max_pixels = int(os.environ.get(MAX_IMAGE_PIXELS_ENV) or imaging.DEFAULT_MAX_IMAGE_PIXELS)
+        self.max_scans = int(os.environ.get(MAX_IMAGE_SCANS_ENV) or imaging.DEFAULT_MAX_IMAGE_SCANS)
 
     @property
     def shape(self) -> InputShape:
@@ -84,7 +87,7 @@ class ImageClassificationService:
     def preprocess(self, body: bytes, content_type: Optional[str]) -> np.ndarray:
         shape = self.shape
         return imaging.preprocess(body, content_type, shape.height, shape.width, shape.channels,
-                                  max_pixels=self.max_pixels)
+                                  max_pixels=self.max_pixels, max_scans=self.max_scans)
 
     def inference(self, tensor: np.ndarray) -> np.ndarray:
         assert self.model is not None, "initialize() first"

@@ -26,7 +26,8 @@ def runtime_config(args: argparse.Namespace, region: str):
     return RuntimeConfig(state_dir=args.state_dir, region=region, host=args.host, port=args.port,
                          greengrass_root=args.greengrass_root, max_work_items=args.max_queued_requests,
                          max_request_bytes=args.max_request_bytes, log_max_bytes=args.log_max_bytes,
-                         max_image_pixels=args.max_image_pixels, engine=args.engine, workers=args.workers,
+                         max_image_pixels=args.max_image_pixels, max_image_scans=args.max_image_scans,
+                         engine=args.engine, workers=args.workers,
                          mqtt_broker=args.mqtt_broker, mqtt_client_id=args.mqtt_client_id,
                          mqtt_max_queued=args.mqtt_max_queued, connector_hosting=args.connector_hosting,
                          connector_package=args.connector_package)
@@ -232,7 +233,11 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
                      help="with --connector-hosting lambda: run the connectors from this unpacked Lambda deployment "
                           "package (make lambda-zip), as a core runs it")
     run.add_argument("--max-image-pixels", type=int,
-                     help="refuse images whose header claims more pixels, before decoding (default 8192x8192)")
+                     help="refuse images whose header claims more pixels, before decoding (default: what "
+                          "LocalInferenceServiceMemoryLimitKB leaves beside the model's measured need, at most "
+                          "8192x8192; docs/bounded-inputs.md)")
+    run.add_argument("--max-image-scans", type=int,
+                     help="refuse JPEGs with more scans, before decoding (default 100; photos have about 10)")
     run.add_argument("--max-queued-requests", type=int, default=DEFAULT_MAX_WORK_ITEMS,
                      help="per function; beyond it callers get a busy error (maxWorkItemCount, default 1024)")
     run.add_argument("--log-max-bytes", type=int, default=DEFAULT_LOG_MAX_BYTES,
