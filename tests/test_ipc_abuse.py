@@ -1,7 +1,8 @@
 """A hostile local process against the real `ggic run` IPC server (issue 16, findings 2, 5 and 6).
 
-Everything goes over loopback to one real runtime (the digits model, a 200 kB body cap, 16 connections at most, two
-user Lambdas: `echo` and `hostile`); every attack is bounded in bytes and time and stops by itself.
+Everything goes over loopback to one real runtime (the digits model, a 200 kB body cap, 16 connections at most, 4 s
+idle and request timeouts, two user Lambdas: `echo` and `hostile`); every attack is bounded in bytes and time and
+stops by itself.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import select
 import socket
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ ECHO_ARN = "arn:aws:lambda:us-west-2:000000000000:function:echo"
 HOSTILE_ARN = "arn:aws:lambda:us-west-2:000000000000:function:hostile"
 BODY_CAP = 200_000
 MAX_CONNECTIONS = 16
+TIMEOUT_S = 4.0  # --ipc-idle-timeout and --ipc-request-timeout
 HEALTH = "/2016-11-01/health/workers"
 
 
@@ -35,7 +38,8 @@ def runtime(tmp_path_factory, digits_model):
     with GGICRuntime(tmp_path_factory.mktemp("ipc-abuse"), [connector_entry(digits_model, "imageClassification")],
                      lambdas=[str(REPO / "tests" / "lambdas" / "echo.py"),
                               str(REPO / "tests" / "lambdas" / "hostile.py")],
-                     run_args=["--max-request-bytes", str(BODY_CAP), "--max-connections", str(MAX_CONNECTIONS)],
+                     run_args=["--max-request-bytes", str(BODY_CAP), "--max-connections", str(MAX_CONNECTIONS),
+                               "--ipc-idle-timeout", str(TIMEOUT_S), "--ipc-request-timeout", str(TIMEOUT_S)],
                      extra_env={"AWS_REGION": "us-west-2"}) as rt:
         yield rt
 
@@ -59,9 +63,10 @@ def raw_exchange(port: int, head: bytes, body: bytes = b"", timeout: float = 10)
         return response.status, response.read().decode("utf-8", "replace")
 
 
-def client_token(runtime) -> str:
-    """A fresh `ggic env`: a client token of its own."""
-    return runtime.client_env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+@pytest.fixture(scope="module")
+def clients(runtime) -> List[str]:
+    """Two `ggic env` runs: two clients, each with a token of its own."""
+    return [runtime.client_env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] for _ in range(2)]
 
 
 def invoke_raw(port: int, token: str, arn: str, payload: bytes) -> str:
@@ -89,8 +94,8 @@ def collect_raw(port: int, token: str, arn: str, invocation_id: str) -> Tuple[in
     (["5", "10"], 400, "2 Content-Length headers"),
     (["5", "5"], 400, "2 Content-Length headers"),
 ], ids=["negative", "non-numeric", "conflicting", "duplicated"])
-def test_a_content_length_that_cannot_be_trusted_is_400_on_every_route(runtime, lengths, status, words):
-    for path, token in ((HEALTH, None), (f"/2016-11-01/functions/{ECHO_ARN}", client_token(runtime))):
+def test_a_content_length_that_cannot_be_trusted_is_400_on_every_route(runtime, clients, lengths, status, words):
+    for path, token in ((HEALTH, None), (f"/2016-11-01/functions/{ECHO_ARN}", clients[0])):
         head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         head += "".join(f"Content-Length: {value}\r\n" for value in lengths)
         head += f"Authorization: {token}\r\n" if token else ""
@@ -98,9 +103,9 @@ def test_a_content_length_that_cannot_be_trusted_is_400_on_every_route(runtime, 
         assert answer[0] == status and words in answer[1], (path, answer)
 
 
-def test_a_transfer_encoding_is_refused_with_the_reason(runtime):
+def test_a_transfer_encoding_is_refused_with_the_reason(runtime, clients):
     head = (f"POST /2016-11-01/functions/{ECHO_ARN} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-            f"Authorization: {client_token(runtime)}\r\n\r\n")
+            f"Authorization: {clients[0]}\r\n\r\n")
     status, text = raw_exchange(runtime.port, head.encode(), b"5\r\nhello\r\n0\r\n\r\n")
     assert status == 501 and "Transfer-Encoding 'chunked' is not supported" in text, text
 
@@ -184,6 +189,40 @@ def test_idle_connections_are_capped_and_a_normal_invoke_is_still_answered(runti
             sock.close()
 
 
+def closed_after(sock: socket.socket, limit_s: float, trickle: bytes = b"") -> float:
+    """Seconds until the server closes `sock` (sending `trickle` every 0.5 s meanwhile); fails after `limit_s`."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s:
+        readable, _, _ = select.select([sock], [], [], 0.5)
+        if readable:
+            try:
+                if sock.recv(65536) == b"":
+                    return time.monotonic() - began
+            except ConnectionResetError:
+                return time.monotonic() - began
+        elif trickle:
+            try:
+                sock.sendall(trickle)
+            except OSError:
+                return time.monotonic() - began
+    raise AssertionError(f"the server kept the connection open for {limit_s} s")
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(runtime):
+    with socket.create_connection(("127.0.0.1", runtime.port), timeout=10) as sock:
+        waited = closed_after(sock, TIMEOUT_S + 20)
+    assert TIMEOUT_S - 0.5 <= waited <= TIMEOUT_S + 10, waited
+
+
+def test_a_request_trickled_in_is_cut_at_the_request_timeout(runtime):
+    """A slowloris: the request line, then a header every 0.5 s. The deadline covers the whole request, so
+    trickling does not extend it."""
+    with socket.create_connection(("127.0.0.1", runtime.port), timeout=10) as sock:
+        sock.sendall(f"POST {HEALTH} HTTP/1.1\r\n".encode())
+        waited = closed_after(sock, TIMEOUT_S + 20, trickle=b"X-Slow: 1\r\n")
+    assert TIMEOUT_S - 0.5 <= waited <= TIMEOUT_S + 10, waited
+
+
 # --- finding 6: a body over the cap reaches the caller as the documented error ------------------------------
 
 def test_a_body_over_the_cap_reaches_the_sdk_as_an_inference_exception_naming_the_limit(runtime, sdk_env):
@@ -212,8 +251,8 @@ def invoke_hostile(runtime, token: str, victim: str, invocation_id: str = "forge
     return json.loads(body)
 
 
-def test_a_function_cannot_take_answer_or_initialize_another_function(runtime):
-    token = client_token(runtime)
+def test_a_function_cannot_take_answer_or_initialize_another_function(runtime, clients):
+    token = clients[0]
     for victim in (ECHO_ARN, CONNECTOR_ARN):
         outcome = invoke_hostile(runtime, token, victim)
         for attempt, action in (("take_work", "take its work"), ("post_result", "answer its invocations"),
@@ -231,8 +270,8 @@ def test_a_function_cannot_take_answer_or_initialize_another_function(runtime):
     assert outcome["token_prefix"] not in system_log
 
 
-def test_a_client_cannot_take_a_functions_work_or_collect_another_clients_result(runtime):
-    first, second = client_token(runtime), client_token(runtime)
+def test_a_client_cannot_take_a_functions_work_or_collect_another_clients_result(runtime, clients):
+    first, second = clients
     assert first != second
     status, text = raw_exchange(runtime.port, f"GET /2016-11-01/functions/{CONNECTOR_ARN}/work HTTP/1.1\r\n"
                                               f"Host: x\r\nAuthorization: {first}\r\n\r\n".encode())
@@ -244,8 +283,8 @@ def test_a_client_cannot_take_a_functions_work_or_collect_another_clients_result
     assert status == 200 and json.loads(body)["event"] == {"secret": 1}
 
 
-def test_tokens_are_per_process_private_and_only_the_control_token_issues_them(runtime):
-    token = client_token(runtime)
+def test_tokens_are_per_process_private_and_only_the_control_token_issues_them(runtime, clients):
+    token = clients[0]
     control = (runtime.state_dir / "control-token").read_text().strip()
     assert (runtime.state_dir / "control-token").stat().st_mode & 0o077 == 0
     assert "AWS_CONTAINER_AUTHORIZATION_TOKEN" not in (runtime.state_dir / "env").read_text()

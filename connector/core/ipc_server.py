@@ -243,7 +243,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send_error(status, message)
 
     def _dispatch(self, method: str) -> None:
-        unread = 0
+        unread = 0  # body bytes not read yet: a connection with some cannot carry another request
+        self.body, self.principal = b"", None
         try:
             try:
                 unread = content_length(self.headers)
@@ -278,15 +279,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 raise
             route(arn)
         except IPCError as exc:
+            self.close_connection = self.close_connection or bool(unread)
             self._send_error(exc.status, str(exc))
-            if unread and not self.close_connection:  # the body was never read: it cannot be skipped safely
-                self.close_connection = True
             if unread and exc.status in (401, 403, 413):  # answered before the body: let the sender read it
                 linger(self.connection, unread)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
         except Exception as exc:  # never let one request take the server down
             log.exception("IPC request %s %s failed", method, self.path)
+            self.close_connection = self.close_connection or bool(unread)
             self._send_error(500, f"internal error in the Greengrass runtime: {exc}")
 
     def do_GET(self) -> None:

@@ -29,7 +29,7 @@ from connector.core.credentials import Credentials
 from connector.core.functions import TOKEN_VARIABLE, FunctionProcess, FunctionSpec
 from connector.core.interpreters import InterpreterNotFoundError, RuntimeNotSupportedError, resolve
 from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS, REQUEST_RESPONSE, Dispatcher, Invocation, unqualified_arn
-from connector.core.http_limits import DEFAULT_MAX_CONNECTIONS
+from connector.core.http_limits import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S
 from connector.core.ipc_server import DEFAULT_MAX_BODY_BYTES, IPCServer
 from connector.core.lambda_site import build_lambda_site
 from connector.core.logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
@@ -75,6 +75,8 @@ class RuntimeConfig:
     max_work_items: int = DEFAULT_MAX_WORK_ITEMS
     max_request_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout_s: float = IDLE_TIMEOUT_S        # an IPC connection with no request in progress
+    request_timeout_s: float = REQUEST_TIMEOUT_S  # from an IPC request's first line to its body's last byte
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
     max_image_pixels: Optional[int] = None
@@ -259,7 +261,9 @@ class Runtime:
                                     on_initialized=self._on_initialized, workers=self._workers,
                                     max_body_bytes=self.config.max_request_bytes, readiness=self.readiness,
                                     metrics=self.metrics, router=self.router,
-                                    max_connections=self.config.max_connections, client_arn=self.client_arn)
+                                    max_connections=self.config.max_connections, client_arn=self.client_arn,
+                                    idle_timeout_s=self.config.idle_timeout_s,
+                                    request_timeout_s=self.config.request_timeout_s)
         except OSError as exc:
             raise RuntimeStartError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
         self._server_thread = threading.Thread(target=self.server.serve_forever, name="ipc-server", daemon=True)
