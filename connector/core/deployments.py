@@ -283,6 +283,7 @@ class GroupRuntime(Runtime):
         process.queue.fail_pending(f"function {process.spec.arn} was replaced by a new deployment")
         process.queue.fail_in_flight(f"function {process.spec.arn} was replaced while handling this request")
         self.generations.retire(process.spec.arn)
+        self.credentials.revoke_function(process.spec.arn)  # its token (a native connector's too) stops working
         self._processes.pop(process.spec.arn, None)
         self.connectors.pop(process.spec.arn, None)
 
