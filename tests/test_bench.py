@@ -94,3 +94,18 @@ def test_bench_profile_runs_and_writes_the_stacks_and_summary(tmp_path):
     assert "connector.image_classification.worker" in report["summary"]["processes"]
     assert Path(report["raw"]["service"]).stat().st_size > 0
     assert "stage" in result.stdout.decode()
+
+
+# --- bench/http_parsing.py -------------------------------------------------------------------------------------
+
+def test_bench_http_parsing_runs_side_by_side_and_writes_the_table_and_json(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench.http_parsing", "--requests", "40", "--rounds", "2",
+                             "--json", str(tmp_path / "parsing.json")], cwd=REPO, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    report = json.loads((tmp_path / "parsing.json").read_text())
+    measured = set(report["results"])
+    assert "stdlib" in measured and measured | set(report["not_installed"]) == {"stdlib", "h11", "httptools"}
+    for name, entry in report["results"].items():
+        assert entry["parse_us"] > 0 and entry["round_trip_us"] > 0
+        assert f"{name:<12}" in result.stdout.decode()
+    assert report["results"]["stdlib"]["parse_vs_stdlib"] == 1.0

@@ -38,6 +38,9 @@ LAMBDAS = REPO / "tests" / "lambdas"
 REGION = "us-west-2"
 ACCOUNT = "000000000000"  # ggic run's account
 BUCKET = "ggic-real-clients"
+MAX_REQUEST_BYTES = 4_000_000  # the runtime's body cap (the photos are well under it)
+OVERSIZED_BYTES = 8 << 20      # a body over it, larger than the sockets buffer
+OVER_THE_LIMIT = f"request body of {OVERSIZED_BYTES + 3} bytes exceeds the runtime's limit of {MAX_REQUEST_BYTES} bytes"
 CALL_TIMEOUT_S = 120.0  # bounds one client's calls; they take well under a second each once the model is loaded
 CELLS = [(sdk, python) for python in PYTHONS for sdk in SDK_VERSIONS]
 USAGE_EXAMPLES = {"python2.7": "image_classification_lambda_py27", "python3.7": "image_classification_lambda"}
@@ -137,6 +140,7 @@ def runtime(tmp_path_factory, efficientnet_model, moto_endpoint, packages, image
             subscriptions.append({"Id": f"{name}-{how}", "Source": function_arn(source),
                                   "Subject": f"clients/{name}/{how}", "Target": function_arn("recorder")})
     rt = GGICRuntime(state, [classifier, feedback], lambdas=lambdas, subscriptions=subscriptions,
+                     run_args=["--max-request-bytes", str(MAX_REQUEST_BYTES)],
                      extra_env=dict(aws_env(moto_endpoint), TEST_IMAGE=str(images["jpeg"]),
                                     RECORDER_FILE=str(recorder_file), PYTHONDONTWRITEBYTECODE="1"))
     rt.recorder_file = recorder_file
@@ -312,7 +316,7 @@ def uploaded_metadata(moto_endpoint: str, marker: str, timeout: float = CALL_TIM
 
 def ml_request(images, python: str, via: str) -> dict:
     return {"service": "imageClassification", "png": str(images["png"]), "jpeg": str(images["jpeg"]),
-            "config_id": "All", "prediction": [0.25, 0.75],
+            "config_id": "All", "prediction": [0.25, 0.75], "oversized_bytes": OVERSIZED_BYTES,
             "metadata": {"marker": f"{via}-{python}-{uuid.uuid4().hex[:8]}"}}
 
 
@@ -337,6 +341,9 @@ def test_aws_ml_sdk_calls_on_the_facade(runtime, moto_endpoint, reference, image
     assert outcome["refused"]["output_fields"] == ["response", "error_response"]
     assert outcome["unreachable"]["exception"] == "GreengrassRuntimeException"
     assert "noSuchService" in outcome["unreachable"]["message"]
+    # a body over the cap: the runtime's refusal naming the limit, not a closed connection (issue 16, finding 6)
+    assert outcome["oversized"]["exception"] == "GreengrassRequestRefusedException", outcome["oversized"]
+    assert OVER_THE_LIMIT in outcome["oversized"]["message"], outcome["oversized"]
     assert outcome["feedback"] == {"accepted": True}
     assert "NoSuchConfig" in outcome["feedback_refused"]["error_response"]["payload"]
     # ConfigId, ModelPrediction and Metadata arrived in the client context: the sample is in S3 with the metadata.
@@ -353,6 +360,8 @@ def test_our_ml_sdk_on_every_python(runtime, moto_endpoint, reference, images, p
     assert outcome["refused"]["exception"] == "GreengrassInferenceException"
     assert "does not start with any known image signature" in outcome["refused"]["message"]
     assert outcome["unreachable"]["exception"] == "GreengrassDependencyException"
+    assert outcome["oversized"]["exception"] == "GreengrassInferenceException", outcome["oversized"]
+    assert OVER_THE_LIMIT in outcome["oversized"]["message"], outcome["oversized"]
     assert outcome["feedback"] == {"accepted": True}
     assert outcome["feedback_refused"]["exception"] == "GreengrassFeedbackException"
     assert "NoSuchConfig" in outcome["feedback_refused"]["message"]

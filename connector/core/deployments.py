@@ -127,11 +127,12 @@ class GenerationDispatcher(Dispatcher):
                 f"function {function_arn} is not deployed in this Greengrass runtime "
                 f"(deployed: {', '.join(deployed) or 'none'})") from None
 
-    def submit(self, function_arn: str, payload: bytes, client_context: str, invocation_type: str) -> Invocation:
+    def submit(self, function_arn: str, payload: bytes, client_context: str, invocation_type: str,
+               owner: str = "") -> Invocation:
         # Choosing the queue and appending to it are one step with respect to `route`: once a generation is
         # routed away from, nothing new reaches its queue, so "its queue is empty" means it is drained.
         with self._route_lock:
-            return super().submit(function_arn, payload, client_context, invocation_type)
+            return super().submit(function_arn, payload, client_context, invocation_type, owner)
 
     def sweep(self, now: float) -> Dict[str, List[Invocation]]:
         stuck = super().sweep(now)
@@ -282,6 +283,7 @@ class GroupRuntime(Runtime):
         process.queue.fail_pending(f"function {process.spec.arn} was replaced by a new deployment")
         process.queue.fail_in_flight(f"function {process.spec.arn} was replaced while handling this request")
         self.generations.retire(process.spec.arn)
+        self.credentials.revoke_function(process.spec.arn)  # its token (a native connector's too) stops working
         self._processes.pop(process.spec.arn, None)
         self.connectors.pop(process.spec.arn, None)
 

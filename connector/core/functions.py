@@ -24,6 +24,7 @@ from typing import Dict, Optional
 from connector.contract.environment import HANDLER_ENV
 from connector.contract.processes import describe_exit
 from connector.contract.supervision import Backoff, Lifecycle, State, stop_process, watch_exit
+from connector.core.credentials import Credentials
 from connector.core.interpreters import Interpreter, runtime_name
 from connector.core.invocations import FunctionQueue
 from connector.core.lambda_site import RUNTIME_SCRIPT
@@ -32,6 +33,7 @@ from connector.core.logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, Rotating
 log = logging.getLogger("ggic.runtime")
 
 STOP_GRACE_S = 5.0
+TOKEN_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 # Variables that point a Python at the runtime's own installation; a Lambda on another Python must not inherit them.
 _FOREIGN_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")
 
@@ -81,10 +83,11 @@ class FunctionProcess:
     """Owns one function's process: spawns it, reaps it, restarts it, stops it."""
 
     def __init__(self, spec: FunctionSpec, queue: FunctionQueue, core_environment: Dict[str, str],
-                 lambda_site: Path) -> None:
+                 lambda_site: Path, credentials: Optional[Credentials] = None) -> None:
         self.spec = spec
         self.queue = queue
         self.core_environment = core_environment
+        self.credentials = credentials  # each spawn of the process gets a token of its own
         self.lambda_site = lambda_site  # the runtime loop and the core-side modules (lambda_site.py)
         self.init_error = ""
         self.restarts = 0
@@ -111,6 +114,8 @@ class FunctionProcess:
                 env.pop(name, None)
         env.update(self.core_environment)
         env.update(self.spec.environment)
+        if self.credentials is not None:  # a fresh token per process: a restart revokes the previous one
+            env[TOKEN_VARIABLE] = self.credentials.issue_function(self.spec.arn)
         env.update({
             "MY_FUNCTION_ARN": self.spec.arn,
             HANDLER_ENV: self.spec.handler,
@@ -203,6 +208,8 @@ class FunctionProcess:
             self._set_state_locked(State.STOPPED)
         if process is not None:
             stop_process(process, STOP_GRACE_S)
+        if self.credentials is not None:
+            self.credentials.revoke_function(self.spec.arn)
 
     def close_log(self) -> None:
         """After `stop`: close the log file once the process's last output is in (a retired generation)."""

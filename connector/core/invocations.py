@@ -70,6 +70,7 @@ class Invocation:
     result: Optional[bytes] = None
     function_error: str = ""
     error_reason: Optional[str] = None  # a short tag for metrics, when the function named one (a hosted connector)
+    owner: str = ""  # the principal that may collect the result (credentials.py); "" for the runtime's own
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _finish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     listener: Optional[Callable[["Invocation"], None]] = field(default=None, repr=False)
@@ -261,10 +262,11 @@ class Dispatcher:
                 f"function {function_arn} is not deployed in this Greengrass runtime "
                 f"(deployed: {', '.join(sorted(self._queues)) or 'none'})") from None
 
-    def submit(self, function_arn: str, payload: bytes, client_context: str, invocation_type: str) -> Invocation:
+    def submit(self, function_arn: str, payload: bytes, client_context: str, invocation_type: str,
+               owner: str = "") -> Invocation:
         queue = self.queue(function_arn)
         invocation = Invocation(queue.function_arn, payload, client_context, invocation_type,
-                                listener=self._on_finished)
+                                listener=self._on_finished, owner=owner)
         if invocation_type == REQUEST_RESPONSE:
             with self._lock:
                 self._results[invocation.id] = invocation

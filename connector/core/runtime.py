@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,11 @@ from connector.contract.greengrass import ROUTER_FUNCTION_ARN, encode_client_con
 from connector.contract.hosting import ConnectorSettings, HostServices, connector_environment
 from connector.contract.status import SupervisorStatus
 from connector.contract.supervision import State
-from connector.core.functions import FunctionProcess, FunctionSpec
+from connector.core.credentials import Credentials
+from connector.core.functions import TOKEN_VARIABLE, FunctionProcess, FunctionSpec
 from connector.core.interpreters import InterpreterNotFoundError, RuntimeNotSupportedError, resolve
 from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS, REQUEST_RESPONSE, Dispatcher, Invocation, unqualified_arn
+from connector.core.http_limits import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S
 from connector.core.ipc_server import DEFAULT_MAX_BODY_BYTES, IPCServer
 from connector.core.lambda_site import build_lambda_site
 from connector.core.logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
@@ -74,6 +75,9 @@ class RuntimeConfig:
     greengrass_root: Optional[Path] = None
     max_work_items: int = DEFAULT_MAX_WORK_ITEMS
     max_request_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout_s: float = IDLE_TIMEOUT_S        # an IPC connection with no request in progress
+    request_timeout_s: float = REQUEST_TIMEOUT_S  # from an IPC request's first line to its body's last byte
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
     max_image_pixels: Optional[int] = None
@@ -167,7 +171,7 @@ class Runtime:
     def __init__(self, config: RuntimeConfig, connectors: List[ConnectorDeployment],
                  lambdas: List[str], subscriptions: Sequence[Mapping[str, str]] = ()) -> None:
         self.config = config
-        self.token = secrets.token_urlsafe(32)  # fresh for every start
+        self.credentials = Credentials()  # fresh tokens for every start: one per function and per client
         self.metrics = RuntimeMetrics(self.snapshot)
         self.dispatcher = self.dispatcher_class(on_finished=self.metrics.observe)
         self.connectors: Dict[str, ConnectorDeployment] = {c.function_arn: c for c in connectors}
@@ -222,12 +226,17 @@ class Runtime:
     def state_file(self) -> Path:
         return self.config.state_dir / "runtime.json"
 
+    @property
+    def control_token_file(self) -> Path:
+        """Owner-only: the token that issues client tokens (`ggic env`); no function is given it."""
+        return self.config.state_dir / "control-token"
+
     def core_environment(self) -> Dict[str, str]:
-        """The variables a Greengrass core sets for every Lambda (MY_FUNCTION_ARN is set per function)."""
+        """The variables a Greengrass core sets for every Lambda (MY_FUNCTION_ARN and the token, AWS_CONTAINER_
+        AUTHORIZATION_TOKEN, are set per function)."""
         assert self.server is not None
         return {
             "AWS_REGION": self.config.region,
-            "AWS_CONTAINER_AUTHORIZATION_TOKEN": self.token,
             "GG_DAEMON_PORT": str(self.server.port),
             "GGC_MAX_INTERFACE_VERSION": GGC_MAX_INTERFACE_VERSION,
             "ROUTER_FUNCTION_ARN": ROUTER_FUNCTION_ARN,
@@ -235,12 +244,14 @@ class Runtime:
             "SECRETS_MANAGER_FUNCTION_ARN": SECRETS_MANAGER_FUNCTION_ARN,
         }
 
+    def client_arn(self) -> str:
+        return f"arn:aws:lambda:{self.config.region}:{self.config.account_id}:function:{CLIENT_FUNCTION_NAME}"
+
     def client_environment(self) -> Dict[str, str]:
         """The environment of a process that acts as a Lambda of this runtime (`ggic env`), on any Python: the
-        core-side modules are on its PYTHONPATH."""
+        core-side modules are on its PYTHONPATH. Without its token: `ggic env` asks the runtime for one of its own."""
         env = self.core_environment()
-        env["MY_FUNCTION_ARN"] = (f"arn:aws:lambda:{self.config.region}:{self.config.account_id}:"
-                                  f"function:{CLIENT_FUNCTION_NAME}")
+        env["MY_FUNCTION_ARN"] = self.client_arn()
         env["PYTHONPATH"] = str(self.lambda_site)
         return env
 
@@ -253,10 +264,13 @@ class Runtime:
         self._lock = StateDirectoryLock.acquire(state_dir)
         self.lambda_site = build_lambda_site(state_dir / "lambda-site")
         try:
-            self.server = IPCServer((self.config.host, self.config.port), self.dispatcher, self.token,
+            self.server = IPCServer((self.config.host, self.config.port), self.dispatcher, self.credentials,
                                     on_initialized=self._on_initialized, workers=self._workers,
                                     max_body_bytes=self.config.max_request_bytes, readiness=self.readiness,
-                                    metrics=self.metrics, router=self.router)
+                                    metrics=self.metrics, router=self.router,
+                                    max_connections=self.config.max_connections, client_arn=self.client_arn,
+                                    idle_timeout_s=self.config.idle_timeout_s,
+                                    request_timeout_s=self.config.request_timeout_s)
         except OSError as exc:
             self._lock.release()
             raise RuntimeStartError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
@@ -292,7 +306,7 @@ class Runtime:
         else in a process of its own, on its runtime's interpreter."""
         connector = self.connectors.get(spec.arn)
         if connector is None or self.config.connector_hosting == LAMBDA:
-            return FunctionProcess(spec, queue, self.core_environment(), self.lambda_site)
+            return FunctionProcess(spec, queue, self.core_environment(), self.lambda_site, self.credentials)
         entry_point = connector_spec(connector.connector_arn).hosted
         return NativeFunction(spec, queue, entry_point, lambda logger, capture: self._services(connector, logger,
                                                                                             capture))
@@ -321,7 +335,8 @@ class Runtime:
                             connector_id=connector.connector_id, region=self.config.region,
                             parameters=dict(connector.parameters), settings=self.config.connector_settings,
                             log=logger, capture_output=capture, publish=publish, invoke=invoke,
-                            extra_environment={**self.core_environment(), "MY_FUNCTION_ARN": function_arn})
+                            extra_environment={**self.core_environment(), "MY_FUNCTION_ARN": function_arn,
+                                               TOKEN_VARIABLE: self.credentials.issue_function(function_arn)})
 
     def _function_for(self, function_arn: str) -> Optional[HostedFunction]:
         """The process a (possibly qualified) function ARN from the IPC server belongs to."""
@@ -385,6 +400,7 @@ class Runtime:
                 "mqtt": self.bridge.state() if self.bridge is not None else None}
 
     def _write_state(self) -> None:
+        _write_private(self.control_token_file, self.credentials.control_token + "\n")
         env_lines = "".join(f"export {name}={value}\n" for name, value in sorted(self.client_environment().items()))
         _write_private(self.env_file, env_lines)
         state = {
@@ -420,7 +436,7 @@ class Runtime:
             self.server.shutdown()
             self.server.server_close()
         if self._lock is not None:  # only the holder's files are its own to remove
-            for path in (self.env_file, self.state_file):
+            for path in (self.env_file, self.state_file, self.control_token_file):
                 try:
                     path.unlink()
                 except FileNotFoundError:

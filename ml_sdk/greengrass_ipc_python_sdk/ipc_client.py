@@ -28,6 +28,8 @@ API_VERSION = '2016-11-01'
 DEFAULT_ENDPOINT = 'localhost'
 DEFAULT_PORT = 8000
 CONNECT_TIMEOUT_S = 10.0
+# How long to wait for the answer the core sent before reading a body it refused (e.g. 413, over its limit).
+REFUSAL_READ_TIMEOUT_S = 5.0
 
 # The router ARN greengrasssdk publishes through; it never produces a result to wait for.
 ROUTER_FUNCTION_ARN = 'arn:aws:lambda:::function:GGRouter'
@@ -294,6 +296,23 @@ class IPCClient(object):
         # can hold the body's last segment back for tens of milliseconds.
         connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    @staticmethod
+    def _refusal(connection, send_error):
+        """The core's answer when sending failed because the core stopped reading: it refuses a body (too large,
+        bad token) by answering before reading it and then closing. Re-raises ``send_error`` when none came."""
+        sock = connection.sock
+        if sock is None:
+            raise send_error
+        try:
+            sock.settimeout(REFUSAL_READ_TIMEOUT_S)
+            raw = connection.getresponse()
+        except (socket.error, httplib.HTTPException):
+            raise send_error
+        if raw.status < 400:
+            raise send_error
+        logger.debug('IPC request refused before its body was sent (%s): %d', send_error, raw.status)
+        return raw
+
     def _request(self, method, path, body, headers, long_poll=False):
         all_headers = {HEADER_AUTH: _native_str(self._auth_token)}
         all_headers.update(headers)
@@ -308,8 +327,12 @@ class IPCClient(object):
                     self._open(connection)
                 connection.sock.settimeout(None if long_poll else self.timeout)
                 logger.debug('IPC %s %s (%s connection)', method, path, 'reused' if reused else 'new')
-                connection.request(method, path, body, all_headers)
-                raw = connection.getresponse()
+                try:
+                    connection.request(method, path, body, all_headers)
+                except (socket.error, httplib.HTTPException) as send_error:
+                    raw = self._refusal(connection, send_error)
+                else:
+                    raw = connection.getresponse()
                 response_body = raw.read()
             except (socket.error, httplib.HTTPException) as error:
                 connection.close()

@@ -7,7 +7,8 @@
 - `ml_sdk`: the same requests through this project's `greengrass_machine_learning_sdk`.
 
 Usage: python ml_calls.py facade|ml_sdk '<request JSON>'; prints the outcomes as JSON. The request names the
-service, a PNG and a JPEG file, the feedback ConfigId, a prediction and the metadata to send.
+service, a PNG and a JPEG file, the feedback ConfigId, a prediction and the metadata to send, and the size of a body
+over the runtime's limit.
 """
 import base64
 import json
@@ -20,6 +21,11 @@ ALGO_TYPE = 'image-classification'
 def read(path):
     with open(path, 'rb') as image:
         return image.read()
+
+
+def oversized(request):
+    """A JPEG-looking body larger than the runtime's --max-request-bytes (and than the sockets buffer)."""
+    return b'\xff\xd8\xff' + b'\0' * request['oversized_bytes']
 
 
 def text(data):
@@ -66,6 +72,7 @@ def facade(request):
         'jpeg_from_file': jpeg_from_file,
         'refused': call(inference, {'Content-Type': 'image/png'}, b'this is not an image'),
         'unreachable': call('GG-ML-INF-{}-noSuchService'.format(ALGO_TYPE), {'Content-Type': 'image/png'}, b'x'),
+        'oversized': call(inference, {'Content-Type': 'image/jpeg'}, oversized(request)),
         'feedback': call('MLFeedback', feedback, read(request['png'])),
         'feedback_refused': call('MLFeedback', unknown_config, read(request['png'])),
     }
@@ -101,6 +108,7 @@ def ml_sdk(request):
         'jpeg_from_file': jpeg_from_file,
         'refused': infer('image/png', b'this is not an image'),
         'unreachable': infer('image/png', b'x', service='noSuchService'),
+        'oversized': infer('image/jpeg', oversized(request)),
         'feedback': publish(request['config_id']),
         'feedback_refused': publish('NoSuchConfig'),
     }

@@ -4,6 +4,7 @@ its Lambdas."""
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -79,22 +80,51 @@ def format_status(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CLIENTS_PATH = "/2016-11-01/ggic/clients"
+TOKEN_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
+
+
 def load_client_environment(state_dir: Path) -> Dict[str, str]:
-    """The running runtime's client environment, from `<state-dir>/env`."""
+    """The running runtime's client environment, from `<state-dir>/env`, with a token of this client's own."""
     env_file = state_dir / "env"
     state_file = state_dir / "runtime.json"
     if not env_file.is_file():
         raise CLIError(f"no Greengrass runtime is running with state directory {state_dir}: start `ggic run` first")
     try:
-        pid = json.loads(state_file.read_text())["pid"]
-        os.kill(pid, 0)
+        state = json.loads(state_file.read_text())
+        os.kill(state["pid"], 0)
     except (OSError, ValueError, KeyError):
         raise CLIError(f"the runtime that wrote {env_file} is no longer running: start `ggic run` again") from None
     environment = {}
     for line in env_file.read_text().splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
         environment[name] = value
+    environment[TOKEN_VARIABLE] = issue_client_token(state_dir, state)
     return environment
+
+
+def issue_client_token(state_dir: Path, state: Dict[str, Any]) -> str:
+    """Ask the runtime for a token of this client's own, with the control token only the state directory holds."""
+    control_file = state_dir / "control-token"
+    try:
+        control = control_file.read_text().strip()
+    except OSError as exc:
+        raise CLIError(f"cannot read the runtime's control token {control_file}: {exc}") from None
+    host = state.get("host") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    connection = http.client.HTTPConnection(host, int(state["port"]), timeout=10)
+    try:
+        connection.request("POST", CLIENTS_PATH, body=b"", headers={"Authorization": control})
+        response = connection.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise CLIError(f"the runtime at {host}:{state['port']} did not issue a client token: {exc}") from None
+    finally:
+        connection.close()
+    if response.status != 201:
+        raise CLIError(f"the runtime refused to issue a client token ({response.status}): "
+                       f"{body.decode('utf-8', 'replace')}")
+    return str(json.loads(body)["Token"])
 
 
 def cmd_env(args: argparse.Namespace) -> int:

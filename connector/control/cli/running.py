@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from connector.control.cli.arguments import DEFAULT_REGION, CLIError, aws_region, default_region, pick
 from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS
+from connector.core.http_limits import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S
 from connector.core.ipc_server import DEFAULT_MAX_BODY_BYTES
 from connector.core.logfiles import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
 from connector.core.mqtt_bridge import DEFAULT_MAX_QUEUED as DEFAULT_MQTT_MAX_QUEUED
@@ -26,6 +27,8 @@ def runtime_config(args: argparse.Namespace, region: str):
     return RuntimeConfig(state_dir=args.state_dir, region=region, host=args.host, port=args.port,
                          greengrass_root=args.greengrass_root, max_work_items=args.max_queued_requests,
                          max_request_bytes=args.max_request_bytes, log_max_bytes=args.log_max_bytes,
+                         max_connections=args.max_connections, idle_timeout_s=args.ipc_idle_timeout,
+                         request_timeout_s=args.ipc_request_timeout,
                          max_image_pixels=args.max_image_pixels, max_image_scans=args.max_image_scans,
                          engine=args.engine, workers=args.workers,
                          mqtt_broker=args.mqtt_broker, mqtt_client_id=args.mqtt_client_id,
@@ -217,6 +220,14 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     run.add_argument("--greengrass-root", type=Path, help="log root (default <state-dir>/greengrass)")
     run.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                      help="refuse invocations with a larger body before reading it (default 32 MiB)")
+    run.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                     help="IPC connections at once; beyond it the longest-idle one is closed, or the newcomer gets "
+                          "503 when all are busy (default 256)")
+    run.add_argument("--ipc-idle-timeout", type=float, default=IDLE_TIMEOUT_S, metavar="S",
+                     help="close an IPC connection that has no request in progress after S seconds (default 120)")
+    run.add_argument("--ipc-request-timeout", type=float, default=REQUEST_TIMEOUT_S, metavar="S",
+                     help="an IPC request's head and body must arrive within S seconds of its first line "
+                          "(default 30)")
     run.add_argument("--engine", choices=("mxnet", "onnxruntime"),
                      help="inference engine of the connectors (default mxnet; onnxruntime needs the onnx extra)")
     from connector.image_classification.supervisor import parse_workers
