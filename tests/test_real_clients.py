@@ -341,9 +341,10 @@ def test_aws_ml_sdk_calls_on_the_facade(runtime, moto_endpoint, reference, image
     assert outcome["refused"]["output_fields"] == ["response", "error_response"]
     assert outcome["unreachable"]["exception"] == "GreengrassRuntimeException"
     assert "noSuchService" in outcome["unreachable"]["message"]
-    # a body over the cap: the runtime's refusal naming the limit, not a closed connection (issue 16, finding 6)
-    assert outcome["oversized"]["exception"] == "GreengrassRequestRefusedException", outcome["oversized"]
-    assert OVER_THE_LIMIT in outcome["oversized"]["message"], outcome["oversized"]
+    # a body over the cap: the runtime's refusal naming the limit, as an error response (which the AWS ML SDK
+    # raises as its GreengrassInferenceException), not a closed connection (issue 16, finding 6)
+    oversized = json.loads(outcome["oversized"]["error_response"]["payload"])
+    assert oversized["errorType"] == "RequestTooLargeError" and OVER_THE_LIMIT in oversized["errorMessage"]
     assert outcome["feedback"] == {"accepted": True}
     assert "NoSuchConfig" in outcome["feedback_refused"]["error_response"]["payload"]
     # ConfigId, ModelPrediction and Metadata arrived in the client context: the sample is in S3 with the metadata.

@@ -272,7 +272,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if route is None:
                 raise IPCError(405, f"{method} is not supported on {self.path}")
             try:
-                self.body, unread = self._read_body(unread, self.server.max_body_bytes, "the runtime's"), 0
+                self.body, unread = self._read_body(unread, self.server.max_body_bytes, "the runtime's",
+                                                    "; `ggic run --max-request-bytes N` sets the limit"), 0
             except IPCError as exc:
                 if exc.status == 413 and suffix == "" and method == "POST":
                     self._refuse(arn, "too-large")
@@ -329,11 +330,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     pass
         self._forbid(f"only function {arn} itself may {action}; this token belongs to {principal}")
 
-    def _read_body(self, length: int, limit: int, whose: str) -> bytes:
+    def _read_body(self, length: int, limit: int, whose: str, remedy: str = "") -> bytes:
         """The request's body of `length` bytes (its Content-Length); IPCError 413 when over `limit`."""
         if length > limit:
             self.close_connection = True  # refuse before reading a byte of it
-            raise IPCError(413, f"request body of {length} bytes exceeds {whose} limit of {limit} bytes")
+            raise IPCError(413, f"request body of {length} bytes exceeds {whose} limit of {limit} bytes{remedy}")
         if not length:
             return b""
         body = self.rfile.read(length)

@@ -10,10 +10,13 @@ core's facade, because the AWS ML SDK that Lambdas bundle builds and reads them 
 - ``GreengrassServiceClient().call(address, message)``; ``GreengrassRuntimeException`` when the call did not
   complete.
 
-What this core adds never changes those shapes: a message's ``str()`` is its payload as readable text, and the
-runtime exception comes as subclasses that say why (``GreengrassFunctionFailedException``,
-``GreengrassRequestRefusedException``) with the runtime's own reason as their message.
+What this core adds never changes those shapes: a message's ``str()`` is its payload as readable text; a call the
+runtime refused for this request (its body over the runtime's limit, the function's queue full) is answered as
+the service's error response, ``{"errorMessage": <the runtime's reason>, "errorType": ...}``, so that an ML SDK
+reports it as it reports the service's own refusals (``GreengrassInferenceException``); and a failure the core
+answered for the function is a ``GreengrassFunctionFailedException`` with the runtime's reason.
 """
+import json
 import logging
 from collections import namedtuple
 
@@ -23,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 _TEXT_LIMIT = 2000  # characters of payload shown in str()/repr(): enough for an error text, not a whole image
 _TEXT = type(u'')
-_REFUSED_STATUSES = (413, 429)  # the body is over the runtime's limit; the function's queue is full
+# The runtime refused the call for this request: its errorType in the error response, by HTTP status.
+_REFUSALS = {413: 'RequestTooLargeError', 429: 'QueueFullError'}
 
 
 class GreengrassRuntimeException(Exception):
@@ -39,17 +43,6 @@ class GreengrassFunctionFailedException(GreengrassRuntimeException):
     def __init__(self, message, function_error='Unhandled'):
         super(GreengrassFunctionFailedException, self).__init__(message)
         self.function_error = function_error
-
-
-class GreengrassRequestRefusedException(GreengrassRuntimeException):
-    """The runtime refused to queue the call: ``status`` 413 (body over its limit) or 429 (the function is busy).
-
-    The message is the runtime's reason, e.g. which limit the body exceeded.
-    """
-
-    def __init__(self, message, status):
-        super(GreengrassRequestRefusedException, self).__init__(message)
-        self.status = status
 
 
 def _payload_text(payload):
@@ -105,9 +98,10 @@ class GreengrassServiceClient(object):
             invocation_id = self._ipc.post_work(address, message.payload, message.context, 'RequestResponse')
             result = self._ipc.get_work_result(address, invocation_id)
         except IPCException as error:
-            if error.status in _REFUSED_STATUSES:
-                raise with_cause(GreengrassRequestRefusedException(error.error_message or str(error),
-                                                                   error.status), error)
+            if error.status in _REFUSALS:
+                logger.debug('The runtime refused the call to %s: %s', address, error)
+                refusal = {'errorMessage': error.error_message or str(error), 'errorType': _REFUSALS[error.status]}
+                return GreengrassServiceCallOutput(None, GreengrassServiceMessage('', json.dumps(refusal)))
             raise with_cause(GreengrassRuntimeException(str(error)), error)
         if not result.func_err:
             return GreengrassServiceCallOutput(GreengrassServiceMessage('', result.payload), None)

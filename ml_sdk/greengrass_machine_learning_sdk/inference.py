@@ -1,9 +1,10 @@
 """Client for local inference connectors (e.g. ML Image Classification), called as a Lambda over IPC.
 
-It uses only what a real core's `ipc_facade` offers (this SDK also runs in a Lambda zip on a real core), and
-tells this core's richer failures apart by their attributes: a call the runtime refused (`status` 413 or 429) or
-that the core answered for the connector (`function_error`, a timeout or out of memory) is this request's
-failure, a GreengrassInferenceException; a connector that cannot be reached is a GreengrassDependencyException.
+It uses only what a real core's `ipc_facade` offers (this SDK also runs in a Lambda zip on a real core). The
+connector's refusals and the runtime's (a body over its limit, a full queue: this core's facade answers those as
+error responses) are GreengrassInferenceExceptions; so is a failure the core answered for the connector, told apart
+by its `function_error` attribute (a timeout, out of memory); a connector that cannot be reached is a
+GreengrassDependencyException.
 """
 import base64
 import json
@@ -29,8 +30,8 @@ def service_address(region, algo_type, service_name):
 
 
 def _is_request_failure(error):
-    """Refused by the runtime for this request (too large, busy) or failed by the core (timeout, memory)."""
-    return getattr(error, 'status', None) is not None or getattr(error, 'function_error', None) is not None
+    """Failed by the core for this request (a timeout, out of memory), not unreachable."""
+    return getattr(error, 'function_error', None) is not None
 
 
 class Client(object):
