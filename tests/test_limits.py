@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import re
 import signal
@@ -137,12 +138,26 @@ def sample(values: Dict[tuple, float], name: str, **labels: str) -> float:
 # --- memory -------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def model_need_kb(tmp_path_factory, digits_model) -> int:
-    """What the loaded digits model really needs, measured by a first runtime."""
+def measured_model(tmp_path_factory, digits_model) -> Dict[str, float]:
+    """What the loaded digits model really needs, and how long a worker takes to load it, measured by a first
+    runtime on this machine as it is now."""
     with limits_runtime(tmp_path_factory, digits_model) as runtime:
         need = runtime.connector_status()["supervisor"]["worker"]["model_rss_kb"]
-    assert 10_000 < need < 500_000
-    return need
+        loaded = re.search(r"inference worker \d+ ready in ([\d.]+) s", runtime.log_of(CONNECTOR_LOG))
+    assert 10_000 < need < 500_000 and loaded
+    return {"need_kb": need, "load_s": float(loaded.group(1))}
+
+
+@pytest.fixture(scope="module")
+def model_need_kb(measured_model) -> int:
+    return int(measured_model["need_kb"])
+
+
+@pytest.fixture(scope="module")
+def timeout_s(measured_model) -> int:
+    """The shared runtime's LocalInferenceServiceTimeoutSeconds: four times the measured model load (at least 3 s),
+    so that the requests queued behind a killed worker outlive the new worker's load on a busy machine too."""
+    return max(3, math.ceil(4 * measured_model["load_s"]))
 
 
 def test_memory_breach_fails_the_request_and_a_new_worker_serves_the_queue(
@@ -207,12 +222,12 @@ def assert_the_suggested_limit_works(tmp_path_factory, model, output: str) -> No
 # --- time, crashes, queue, body cap ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory, digits_model):
-    """Timeout 3 s, at most 2 queued requests, bodies up to 200 kB, logs rotated at 20 kB."""
+def runtime(tmp_path_factory, digits_model, timeout_s):
+    """Timeout `timeout_s`, at most 2 queued requests, bodies up to 200 kB, logs rotated at 20 kB."""
     with limits_runtime(tmp_path_factory, digits_model,
                        run_args=["--max-queued-requests", "2", "--max-request-bytes", "200000",
                                  "--log-max-bytes", "20000"],
-                       LocalInferenceServiceTimeoutSeconds="3") as rt:
+                       LocalInferenceServiceTimeoutSeconds=str(timeout_s)) as rt:
         yield rt
 
 
@@ -225,7 +240,7 @@ def serving(runtime, sdk_env, digits):
     return runtime
 
 
-def test_stuck_inference_times_out_within_the_timeout_and_the_worker_is_replaced(serving, digits):
+def test_stuck_inference_times_out_within_the_timeout_and_the_worker_is_replaced(serving, digits, timeout_s):
     old_pid = serving.worker_pid()
     os.kill(old_pid, signal.SIGSTOP)  # frozen mid-flight, as a worker stuck in native code
     pending = [in_background(digits[0])]
@@ -233,10 +248,10 @@ def test_stuck_inference_times_out_within_the_timeout_and_the_worker_is_replaced
     pending += [in_background(body) for body in digits[1:3]]  # these two wait in the queue (it holds 2)
     outcomes = [join() for join in pending]
     for outcome in outcomes:
-        assert_refused(outcome, "3")
-        assert outcome.elapsed < 3 + 1.5, f"answered after {outcome.elapsed:.2f} s, timeout is 3 s"
+        assert_refused(outcome, str(timeout_s))
+        assert outcome.elapsed < timeout_s + 1.5, f"answered after {outcome.elapsed:.2f} s, timeout is {timeout_s} s"
     messages = " | ".join(str(outcome.error) for outcome in outcomes)
-    assert "did not finish within LocalInferenceServiceTimeoutSeconds (3 s)" in messages, messages
+    assert f"did not finish within LocalInferenceServiceTimeoutSeconds ({timeout_s} s)" in messages, messages
     status = new_worker(serving, old_pid)
     assert status["supervisor"]["restart_reasons"].get("timeout") == 1
     for body in digits[3:6]:
@@ -244,7 +259,7 @@ def test_stuck_inference_times_out_within_the_timeout_and_the_worker_is_replaced
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
-def test_a_worker_killed_mid_request_fails_that_request_and_the_queue_is_served(serving, digits, signum):
+def test_a_worker_killed_mid_request_fails_that_request_and_the_queue_is_served(serving, digits, signum, timeout_s):
     old_pid = serving.worker_pid()
     os.kill(old_pid, signal.SIGSTOP)
     held = in_background(digits[1])
@@ -268,7 +283,7 @@ def test_a_worker_killed_mid_request_fails_that_request_and_the_queue_is_served(
     restart_s = time.monotonic() - killed_at
     print(f"{signal.Signals(signum).name}: replacement worker answering {restart_s:.2f} s after the kill "
           f"(model load in the worker: uptime {status['supervisor']['worker']['uptime_s']} s)")
-    assert restart_s < 15
+    assert restart_s < max(15, timeout_s)
 
 
 def test_a_full_queue_refuses_at_once_with_busy_and_loses_nothing(serving, digits):
