@@ -10,11 +10,14 @@ early (busy) or timed out, each request gets exactly one answer, and no worker i
                              [--connector-hosting native|lambda] [--json PATH]
 
 First the capacity: the answers per second of the service kept busy by one client per worker, each sending its
-next request as soon as the last is answered (so none waits, and none is refused). Then, for each factor, requests are sent open loop (at fixed
-intervals, as independent Lambdas would, whatever the service answers) at factor x capacity for `--seconds`.
-Every request carries one of a few large JPEGs (so the decode makes a service time of a fraction of a second, as
-the 12 MP photos of finding 1), each with a different answer, measured in the capacity phase: an answer that is not
-its own image's is counted as misrouted. Prints a table and writes JSON (default bench/results/overload-*.json).
+next request as soon as the last is answered (so none waits, and none is refused). Then, for each factor, requests
+are sent open loop (at fixed intervals, as independent Lambdas would, whatever the service answers) at factor x
+that capacity for `--seconds`. Then the capacity again: goodput is compared with the mean of the two (a machine
+shared with other work changes speed). Busy answers are counted, and among them those refused at once on arrival.
+Every request carries one of a few large JPEGs of real photographs (so the decode makes a service time of a
+fraction of a second, as the 12 MP photos of finding 1), each with a different answer, measured first: an answer
+that is not its own image's is counted as misrouted. Prints a table and writes JSON (default
+bench/results/overload-*.json).
 Loopback only, no AWS credentials, bounded in time; exits 1 when a request is lost or misrouted, or a worker was
 killed.
 """
@@ -52,7 +55,7 @@ log = logging.getLogger("bench.overload")
 
 SERVICE_NAME = "overload"
 RESULTS_DIR = REPO / "bench" / "results"
-DEFAULT_SIDE = 3600
+DEFAULT_SIDE = 2400
 IMAGES = 4
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 CAPACITY_S = 8.0
@@ -202,6 +205,7 @@ class Phase:
     answered_in_time: int
     answered_late: int
     busy: int
+    busy_at_once: int                   # of them, refused on arrival by the runtime's queue (HTTP 429)
     timeouts: int
     other_errors: int
     lost: int
@@ -221,6 +225,7 @@ def judge(name: str, requests: Sequence[Request], seconds: float, timeout_s: flo
     kinds: Dict[str, int] = {}
     examples: Dict[str, str] = {}
     in_time, late, misrouted, latencies = 0, 0, 0, []
+    at_once = sum(1 for request in requests if request.kind == "busy" and "refused at once" in (request.error or ""))
     for request in requests:
         kind = request.kind
         kinds[kind] = kinds.get(kind, 0) + 1
@@ -244,7 +249,8 @@ def judge(name: str, requests: Sequence[Request], seconds: float, timeout_s: flo
 
     return Phase(name=name, offered_per_s=round(len(requests) / span, 2), seconds=round(span, 2),
                  requests=len(requests), answered_in_time=in_time, answered_late=late, busy=kinds.get("busy", 0),
-                 timeouts=kinds.get("timeout", 0), other_errors=kinds.get("error", 0), lost=kinds.get("lost", 0),
+                 busy_at_once=at_once, timeouts=kinds.get("timeout", 0), other_errors=kinds.get("error", 0),
+                 lost=kinds.get("lost", 0),
                  unsent=kinds.get("unsent", 0), misrouted=misrouted, worker_kills=kills,
                  goodput_per_s=round(in_time / span, 2), p50_ms=percentile(latencies, 50),
                  p99_ms=percentile(latencies, 99), send_lag_p99_ms=percentile(lags, 99), examples=examples)
@@ -330,13 +336,14 @@ def measure(timeout_s: float = 1.0, seconds: float = 20.0, factors: Sequence[flo
 def format_table(report: OverloadReport) -> str:
     head = (f"overload: timeout {report.timeout_s:g} s, {report.hosting} hosting, {report.workers} worker(s), "
             f"{report.image_side}x{report.image_side} JPEGs, capacity {report.capacity_per_s:.2f}/s")
-    columns = ("phase", "offered/s", "goodput/s", "of cap.", "in time", "late", "busy", "timeout", "error", "lost",
-               "misrouted", "kills", "p50 ms", "p99 ms")
+    columns = ("phase", "offered/s", "goodput/s", "of cap.", "in time", "late", "busy", "at once", "timeout",
+               "error", "lost", "misrouted", "kills", "p50 ms", "p99 ms")
     rows = [columns]
     for phase in report.phases:
         share = phase.goodput_per_s / report.capacity_per_s if report.capacity_per_s else 0.0
         rows.append((phase.name, f"{phase.offered_per_s:.2f}", f"{phase.goodput_per_s:.2f}", f"{share:.0%}",
-                     str(phase.answered_in_time), str(phase.answered_late), str(phase.busy), str(phase.timeouts),
+                     str(phase.answered_in_time), str(phase.answered_late), str(phase.busy),
+                     str(phase.busy_at_once), str(phase.timeouts),
                      str(phase.other_errors), str(phase.lost), str(phase.misrouted), str(phase.worker_kills),
                      str(phase.p50_ms), str(phase.p99_ms)))
     widths = [max(len(row[index]) for row in rows) for index in range(len(columns))]
@@ -356,7 +363,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--timeout", type=float, default=1.0, help="LocalInferenceServiceTimeoutSeconds (default 1)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of each overload phase (default 20)")
     parser.add_argument("--factors", default="2,4", help="overload factors, comma-separated (default 2,4)")
-    parser.add_argument("--side", type=int, default=DEFAULT_SIDE, help="side of the JPEGs sent (default 3600)")
+    parser.add_argument("--side", type=int, default=DEFAULT_SIDE, help="side of the JPEGs sent (default 2400)")
     parser.add_argument("--workers", type=int, default=1, help="inference workers (default 1)")
     parser.add_argument("--connector-hosting", choices=("native", "lambda"), default="native")
     parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/overload-*.json)")

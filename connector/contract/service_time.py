@@ -8,9 +8,10 @@ request moves it little. A request's own service is counted as `mean + DEVIATION
 are shorter), so the one admitted last still finishes in time when its service runs slower than the mean. TCP's
 timer uses 4, to avoid a needless retransmission at almost any cost; here a refusal is not free either (a worker
 may idle), and on a busy 2-core machine the deviation is half the mean. `bench/overload.py` measures the goodput
-this gives (docs/overload.md). Only a request that has to wait is ever refused on these grounds: one a free server takes at once gets its
-chance, however slow the service has been. Used by the core's queues (`connector.core.invocations`: whole invocations) and by the image
-classification connector's supervisor (inferences on its workers).
+this gives (docs/overload.md). Only a request that has to wait is ever refused on these grounds: one that a free
+server takes at once gets its chance, however slow the service has been. Used by the core's queues
+(`connector.core.invocations`: whole invocations) and by the image classification connector's supervisor
+(inferences on its workers).
 """
 
 from __future__ import annotations

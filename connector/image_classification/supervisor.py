@@ -527,7 +527,8 @@ class InferenceSupervisor:
     def _refuse_if_late(self, deadline: float) -> None:
         """A request that cannot be answered before its deadline fails now, before it reaches a worker: its
         deadline has passed, or it has waited and its wait for a worker plus one measured inference (mean + 2
-        deviations, `ServiceTime.bound`) would pass what is left (busy). A request that has not waited gets its chance."""
+        deviations, `ServiceTime.bound`) would pass what is left (busy). A request that has not waited gets its
+        chance."""
         now = time.monotonic()
         remaining = deadline - now
         timeout = self.parameters.timeout_seconds
@@ -596,8 +597,9 @@ class InferenceSupervisor:
         try:
             answered, _, _ = select.select([worker.output], [], [], max(0.0, limit - time.monotonic()))
             if not answered:
-                self.log.error("inference worker %d did not finish a request within LocalInferenceServiceTimeoutSeconds "
-                               "(%s s); killing it", worker.pid, self.parameters.timeout_seconds)
+                self.log.error("inference worker %d did not finish a request within "
+                               "LocalInferenceServiceTimeoutSeconds (%s s); killing it", worker.pid,
+                               self.parameters.timeout_seconds)
                 self._kill(worker, "timeout")
                 return
             header, _ = read_frame(worker.output)
