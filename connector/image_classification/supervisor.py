@@ -663,11 +663,10 @@ class InferenceSupervisor:
         except subprocess.TimeoutExpired:
             self._kill(worker, worker.kill_reason or "crash")
             returncode = worker.process.wait()
-        if worker.kill_reason == "timeout":  # it stopped reading the request
+        if worker.kill_reason == "timeout":  # `_send`'s watchdog: it stopped reading the request
             return InferenceTimeoutError(
                 f"inference did not finish within LocalInferenceServiceTimeoutSeconds "
-                f"({self.parameters.timeout_seconds} s): the worker did not even read the request; it was stopped "
-                f"and a new one is starting")
+                f"({self.parameters.timeout_seconds} s); the worker was stopped and a new one is starting")
         if worker.kill_reason == "memory":
             return MemoryLimitExceededError(
                 f"the inference worker used {worker.breach_kb} KB, over LocalInferenceServiceMemoryLimitKB "
@@ -751,4 +750,5 @@ class InferenceSupervisor:
             layout=self.layout.to_json(), last_answer_at=self.last_answer_at, restarts=self.restarts,
             restart_reasons=dict(self.restart_reasons), consecutive_failures=self.backoff.failures,
             last_failure=self.last_failure, next_start_at=self.next_start_at if backoff else None,
-            model=dict(self.model_info))
+            model=dict(self.model_info), service_time_s=self.service_time.mean, shed=self.shed,
+            abandoned=self.abandoned)
