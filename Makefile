@@ -10,7 +10,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 PIP    := $(BIN)/pip install --disable-pip-version-check --progress-bar on -c install/constraints.txt
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test bench venv mosquitto clients lambda-zip clean
+.PHONY: run test bench bench-overload venv mosquitto clients lambda-zip clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,11 @@ mosquitto:
 # under bench/results/. About 3 minutes on 2 cores once installed.
 bench: $(STAMP)
 	$(BIN)/python -m bench.serving
+
+# Goodput at 2x and 4x the measured capacity with LocalInferenceServiceTimeoutSeconds=1 (bench/overload.py): prints
+# the table, writes JSON under bench/results/. About 1.5 minutes.
+bench-overload: $(STAMP)
+	$(BIN)/python -m bench.overload
 
 # The connector as a Lambda deployment package for a real Greengrass v1 group (handler:
 # connector.image_classification.handler.function_handler). MXNet, numpy and OpenCV come from the device (install/).

@@ -42,11 +42,11 @@ def test_an_invocation_held_past_timeout_and_grace_is_answered_and_reported_stuc
     invocation = dispatcher.submit(ARN, b"x", "", REQUEST_RESPONSE)
     assert queue.take(0.1) is invocation
     assert 0 < invocation.remaining_ms() <= 1000
-    assert dispatcher.sweep(invocation.received + 1 + TIMEOUT_GRACE_S / 2) == {}  # its own answer may still come
-    stuck = dispatcher.sweep(invocation.received + 1 + TIMEOUT_GRACE_S)
+    assert dispatcher.sweep(invocation.taken + 1 + TIMEOUT_GRACE_S / 2) == {}  # its own answer may still come
+    stuck = dispatcher.sweep(invocation.taken + 1 + TIMEOUT_GRACE_S)
     assert stuck == {ARN: [invocation]}
     assert "did not answer in time" in json.loads(invocation.result)["errorMessage"]
-    with pytest.raises(InvocationNotFoundError, match="timed out already"):
+    with pytest.raises(InvocationNotFoundError, match="late answer is discarded"):
         queue.complete(invocation.id, b"late")
     assert invocation.result != b"late"
 

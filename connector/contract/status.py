@@ -39,6 +39,9 @@ class SupervisorStatus:
     last_failure: str = ""
     next_start_at: Optional[float] = None  # wall clock of the next start while a worker backs off
     model: Dict[str, Any] = field(default_factory=dict)
+    service_time_s: Optional[float] = None  # one inference, measured (mean; docs/overload.md), None before one
+    shed: int = 0                        # requests refused (busy) or timed out before they reached a worker
+    abandoned: int = 0                   # requests whose caller's deadline passed while a worker ran them
 
     @property
     def rss_kb(self) -> int:

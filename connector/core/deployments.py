@@ -83,18 +83,18 @@ class GenerationDispatcher(Dispatcher):
         self._route_lock = threading.Lock()
 
     def stage(self, function_arn: str, max_items: int = DEFAULT_MAX_WORK_ITEMS,
-              timeout_s: Optional[float] = None) -> FunctionQueue:
+              timeout_s: Optional[float] = None, shed_load: bool = False) -> FunctionQueue:
         """A queue for a new generation, not routed yet."""
-        queue = FunctionQueue(unqualified_arn(function_arn), max_items, timeout_s)
+        queue = FunctionQueue(unqualified_arn(function_arn), max_items, timeout_s, shed_load)
         with self._route_lock:
             self._generations[function_arn] = queue
         return queue
 
     def add_function(self, function_arn: str, max_items: int = DEFAULT_MAX_WORK_ITEMS,
-                     timeout_s: Optional[float] = None) -> FunctionQueue:
+                     timeout_s: Optional[float] = None, shed_load: bool = False) -> FunctionQueue:
         if unqualified_arn(function_arn) == function_arn:
-            return super().add_function(function_arn, max_items, timeout_s)
-        queue = self.stage(function_arn, max_items, timeout_s)  # the first generation: routed at once
+            return super().add_function(function_arn, max_items, timeout_s, shed_load)
+        queue = self.stage(function_arn, max_items, timeout_s, shed_load)  # the first generation: routed at once
         self.route(function_arn)
         return queue
 
@@ -210,7 +210,7 @@ class GroupRuntime(Runtime):
         staged: List[HostedFunction] = []
         for connector in connectors:
             spec = connector_function_spec(connector, self.config)
-            queue = self.generations.stage(spec.arn, self.config.max_work_items, spec.timeout_s)
+            queue = self.generations.stage(spec.arn, self.config.max_work_items, spec.timeout_s, spec.is_connector)
             self.connectors[spec.arn] = connector
             process = self.host(spec, queue)
             self._processes[spec.arn] = process

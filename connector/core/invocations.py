@@ -6,6 +6,14 @@ invocation gets exactly one answer: the function's result, its Handled error, or
 runtime when the function's process dies with the invocation in hand, or when the function's timeout passes
 (waiting in the queue counts). Nothing is dropped without an answer, and answers nobody collects are dropped after
 `RESULT_TTL_S`.
+
+Time: the caller's timeout counts from submission, so a request whose deadline passes in the queue is answered with
+a timeout error and never handed to the function. A function is judged stuck (and its process killed) only when it
+has itself held an invocation longer than the timeout (plus grace): one handed over with little time left is answered
+with the timeout error at its deadline, its late answer is discarded, and the function goes on. A connector's queue
+(`shed_load`) also refuses at once, as busy, a request that cannot be answered in time: the work ahead of it, by
+the function's measured service time (`connector.contract.service_time`), plus its own service would pass its
+deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+from connector.contract.service_time import ServiceTime
 
 log = logging.getLogger("ggic.runtime")
 
@@ -47,6 +57,10 @@ class QueueFullError(RuntimeError):
     """The function's work queue holds maxWorkItemCount items already."""
 
 
+class OverloadedError(QueueFullError):
+    """The work ahead of the invocation, at the function's measured service time, would keep it past its timeout."""
+
+
 class InvocationNotFoundError(LookupError):
     """No pending result has this invocation id (unknown, already collected, or of an Event invocation)."""
 
@@ -66,6 +80,7 @@ class Invocation:
     timeout_s: Optional[float] = None
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     received: float = field(default_factory=time.monotonic)
+    taken: Optional[float] = None      # when the function took it
     finished: Optional[float] = None
     result: Optional[bytes] = None
     function_error: str = ""
@@ -79,6 +94,10 @@ class Invocation:
     def deadline(self) -> Optional[float]:
         """time.monotonic() by which the invocation must be answered, when its function has a timeout."""
         return None if self.timeout_s is None else self.received + self.timeout_s
+
+    def expired(self, now: float) -> bool:
+        deadline = self.deadline
+        return deadline is not None and deadline <= now
 
     def remaining_ms(self) -> Optional[int]:
         deadline = self.deadline
@@ -117,15 +136,23 @@ class Invocation:
 
 
 class FunctionQueue:
-    """The ordered work of one function plus the invocations its process holds right now."""
+    """The ordered work of one function plus the invocations its process holds right now.
+
+    `servers`: how many invocations the function serves at once (its host sets it). `shed_load`: refuse at once
+    what cannot be answered in time (see the module docstring)."""
 
     def __init__(self, function_arn: str, max_items: int = DEFAULT_MAX_WORK_ITEMS,
-                 timeout_s: Optional[float] = None) -> None:
+                 timeout_s: Optional[float] = None, shed_load: bool = False) -> None:
         self.function_arn = function_arn
         self.max_items = max_items
         self.timeout_s = timeout_s
+        self.shed_load = shed_load
+        self.servers = 1
+        self.service_time = ServiceTime()  # from handing out an invocation to its answer (a result, not an error)
         self._pending: Deque[Invocation] = collections.deque()
         self._in_flight: Dict[str, Invocation] = {}
+        # Answered with a timeout error while the function still holds them: its late answer is discarded.
+        self._abandoned: Dict[str, Invocation] = {}
         self._cond = threading.Condition()
 
     def __len__(self) -> int:
@@ -134,8 +161,9 @@ class FunctionQueue:
 
     @property
     def in_flight(self) -> int:
+        """Invocations the function holds (those already answered for it by their timeout included)."""
         with self._cond:
-            return len(self._in_flight)
+            return len(self._in_flight) + len(self._abandoned)
 
     def submit(self, invocation: Invocation) -> None:
         with self._cond:
@@ -144,58 +172,105 @@ class FunctionQueue:
                     f"function {self.function_arn} is busy: {len(self._pending)} requests are queued "
                     f"(maxWorkItemCount {self.max_items}); retry later")
             invocation.timeout_s = self.timeout_s
+            if self.shed_load and self.timeout_s is not None:
+                self._admit_locked(invocation)
             self._pending.append(invocation)
             self._cond.notify()
+
+    def _admit_locked(self, invocation: Invocation) -> None:
+        """Raise OverloadedError when the invocation would have to wait, and the work ahead plus its own service
+        would pass its deadline."""
+        now = time.monotonic()
+        held = [now - item.taken for item in list(self._in_flight.values()) + list(self._abandoned.values())
+                if item.taken is not None]
+        wait = self.service_time.wait_s(len(self._pending), held, self.servers)
+        if not wait:
+            return
+        expected = wait + self.service_time.bound()
+        if expected > self.timeout_s:
+            raise OverloadedError(
+                f"function {self.function_arn} is busy: {len(self._pending)} request(s) queued and {len(held)} in "
+                f"hand ({self.servers} at once, {self.service_time.describe()} each) would answer this one in "
+                f"about {expected:.2f} s, past its deadline (timeout {self.timeout_s:g} s); refused at once, "
+                f"retry later")
 
     def take(self, timeout: float, still_wanted: Callable[[], bool] = lambda: True) -> Optional[Invocation]:
         """Hand the oldest pending invocation to the function, waiting up to `timeout` seconds for one.
 
         `still_wanted` is asked just before an item is handed out, so work is never given to a poller that has
-        gone away (a process that died while long-polling).
+        gone away (a process that died while long-polling). An invocation whose deadline has passed in the queue
+        is answered with the timeout error here and never handed out.
         """
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+        expired: List[Invocation] = []
+        try:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    while self._pending and self._pending[0].expired(now):
+                        expired.append(self._pending.popleft())
+                    if self._pending:
+                        break
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
+                if not still_wanted():
                     return None
-                self._cond.wait(remaining)
-            if not still_wanted():
-                return None
-            invocation = self._pending.popleft()
-            self._in_flight[invocation.id] = invocation
-            return invocation
+                invocation = self._pending.popleft()
+                invocation.taken = time.monotonic()
+                self._in_flight[invocation.id] = invocation
+                return invocation
+        finally:
+            for item in expired:
+                self._time_out_queued(item)
 
     def complete(self, invocation_id: str, payload: bytes, function_error: str = "",
                  reason: Optional[str] = None) -> Invocation:
         with self._cond:
             invocation = self._in_flight.pop(invocation_id, None)
+            late = self._abandoned.pop(invocation_id, None) if invocation is None else None
         if invocation is None:
+            if late is not None:
+                raise InvocationNotFoundError(
+                    f"invocation {invocation_id} was answered with a timeout error after {self.timeout_s:g} s; "
+                    f"the function's late answer is discarded")
             raise InvocationNotFoundError(
                 f"invocation {invocation_id} is not in flight for function {self.function_arn} "
                 f"(it may have timed out already)")
+        if not function_error and invocation.taken is not None:
+            self.service_time.observe(time.monotonic() - invocation.taken)
         invocation.finish(payload, function_error, reason)
         return invocation
 
+    def _time_out_queued(self, item: Invocation) -> None:
+        item.finish(error_payload(
+            f"Task timed out after {self.timeout_s:g} s: the request waited in the queue of {self.function_arn} "
+            f"behind {len(self)} other(s) and never ran", "TimeoutError"), UNHANDLED)
+
     def expire(self, now: float) -> Tuple[List[Invocation], List[Invocation]]:
         """Answer invocations past their deadline with a timeout error: queued ones at the deadline, ones in
-        flight after `TIMEOUT_GRACE_S` more (the function had its chance to answer). Returns (queued, in flight)
-        so the caller can stop a function that is stuck."""
+        flight after `TIMEOUT_GRACE_S` more (the function had its chance to answer). Returns (queued, stuck):
+        stuck are those the function has itself held longer than its timeout plus the grace, each once, so the
+        caller can stop a function that is stuck; one handed over late is not stuck for having waited."""
         if self.timeout_s is None:
             return [], []
         with self._cond:
-            queued = [item for item in self._pending if item.deadline is not None and item.deadline <= now]
+            queued = [item for item in self._pending if item.expired(now)]
             for item in queued:
                 self._pending.remove(item)
-            stuck = [item for item in self._in_flight.values()
-                     if item.deadline is not None and item.deadline + TIMEOUT_GRACE_S <= now]
-            for item in stuck:
+            overdue = [item for item in self._in_flight.values()
+                       if item.deadline is not None and item.deadline + TIMEOUT_GRACE_S <= now]
+            for item in overdue:
                 del self._in_flight[item.id]
+                self._abandoned[item.id] = item
+            stuck = [item for item in self._abandoned.values()
+                     if item.taken is not None and item.taken + self.timeout_s + TIMEOUT_GRACE_S <= now]
+            for item in stuck:
+                item.taken = None  # reported once
         for item in queued:
-            item.finish(error_payload(
-                f"Task timed out after {self.timeout_s:g} s: the request waited in the queue of {self.function_arn} "
-                f"behind {len(self)} other(s) and never ran", "TimeoutError"), UNHANDLED)
-        for item in stuck:
+            self._time_out_queued(item)
+        for item in overdue:
             item.finish(error_payload(
                 f"Task timed out after {self.timeout_s:g} s: {self.function_arn} did not answer in time",
                 "TimeoutError"), UNHANDLED)
@@ -206,6 +281,7 @@ class FunctionQueue:
         with self._cond:
             lost = list(self._in_flight.values())
             self._in_flight.clear()
+            self._abandoned.clear()  # answered already
         for invocation in lost:
             invocation.finish(error_payload(message, "Unhandled"), UNHANDLED)
         return len(lost)
@@ -243,8 +319,8 @@ class Dispatcher:
         self._sweeping = threading.Event()
 
     def add_function(self, function_arn: str, max_items: int = DEFAULT_MAX_WORK_ITEMS,
-                     timeout_s: Optional[float] = None) -> FunctionQueue:
-        queue = FunctionQueue(unqualified_arn(function_arn), max_items, timeout_s)
+                     timeout_s: Optional[float] = None, shed_load: bool = False) -> FunctionQueue:
+        queue = FunctionQueue(unqualified_arn(function_arn), max_items, timeout_s, shed_load)
         with self._lock:
             self._queues[queue.function_arn] = queue
         return queue

@@ -92,7 +92,9 @@ class NativeFunction:
         if self._stopping.is_set():  # stop() ran while it started
             connector.stop()
             return
-        for number in range(max(1, int(connector.concurrency))):
+        servers = max(1, int(connector.concurrency))
+        self.queue.servers = servers  # what its load shedding divides the work ahead by
+        for number in range(servers):
             thread = threading.Thread(target=self._serve, name=f"serve-{self.spec.name}-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -116,8 +118,9 @@ class NativeFunction:
         """Only a function process reports its initialization over IPC; nothing to do here."""
 
     def kill_stuck(self, overdue: int) -> None:
-        """The runtime answered invocations past their timeout; the connector's own supervisor stops the inference
-        that overran (LocalInferenceServiceTimeoutSeconds), so the process is not killed: it is the runtime's."""
+        """The connector held invocations longer than its timeout (they were answered with a timeout error); the
+        connector's own supervisor stops an inference that overran (LocalInferenceServiceTimeoutSeconds), so the
+        process is not killed: it is the runtime's."""
         log.warning("%s held %d invocation(s) past its %s s timeout; they were answered with a timeout error",
                     self.spec.arn, overdue, f"{self.spec.timeout_s:g}" if self.spec.timeout_s else "?")
 

@@ -282,7 +282,8 @@ class Runtime:
         if self.bridge is not None:  # before the functions: what they publish at start waits in its queue
             self.bridge.start()
         for spec in self.specs:
-            queue = self.dispatcher.add_function(spec.arn, self.config.max_work_items, spec.timeout_s)
+            queue = self.dispatcher.add_function(spec.arn, self.config.max_work_items, spec.timeout_s,
+                                                 shed_load=spec.is_connector)
             self.functions[queue.function_arn] = self.host(spec, queue)
         for function in self.functions.values():
             function.start()

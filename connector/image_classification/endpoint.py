@@ -4,7 +4,8 @@
 A request is the image bytes (the event) and its ContentType (in the client context); its deadline is what the
 runtime says is left of LocalInferenceServiceTimeoutSeconds (queueing counts). Its image header is checked first,
 here, against the limits `decode_budget.py` derives from the memory limit and the model's measured need. The
-supervisor runs it on an inference worker (`supervisor.py`: where time and memory are limited); the answer is
+supervisor runs it on an inference worker (`supervisor.py`: where time and memory are limited, and where a request
+that cannot be answered in time is refused before it reaches a worker; docs/overload.md); the answer is
 `{"Body": "[0.3,0.1,...]", "ContentType": "application/json"}`. With MLFeedbackConnectorConfigId (version 2), the
 image and the prediction also go to the ML Feedback connector, off the request path (`feedback_forwarder.py`).
 """

@@ -70,9 +70,17 @@ class InferenceError(RequestError):
 
 
 class InferenceTimeoutError(RequestError):
-    """The request was not answered within LocalInferenceServiceTimeoutSeconds (queued or in inference)."""
+    """The request was not answered within LocalInferenceServiceTimeoutSeconds of its arrival (its deadline passed
+    in the queue, or while a worker ran it), or its inference ran longer than that and the worker was stopped."""
 
     reason = "timeout"
+
+
+class ServiceBusyError(RequestError):
+    """Load shedding: the request's wait for a worker plus one measured inference would pass its deadline, so it
+    is refused at once, before any worker runs it."""
+
+    reason = "busy"
 
 
 class MemoryLimitExceededError(RequestError):

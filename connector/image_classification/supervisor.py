@@ -12,8 +12,13 @@ it, reaps it and replaces it:
 
 * Memory: a watchdog thread reads each worker's RSS every few milliseconds and kills it with SIGKILL above its
   share of `LocalInferenceServiceMemoryLimitKB`; the request it held fails with `MemoryLimitExceededError`.
-* Time: a request is given what is left of its deadline; a worker that has not answered by then is killed and the
-  request fails with `InferenceTimeoutError`.
+* Time (docs/overload.md): LocalInferenceServiceTimeoutSeconds bounds two things. The caller's wait: a request is
+  answered, or fails with `InferenceTimeoutError`, by its deadline (the timeout from its arrival, queueing counted);
+  one whose deadline passes before a worker takes it never reaches a worker, and one that cannot be served in what
+  is left of it (its expected wait for a worker plus the measured inference time, `ServiceTime`) is refused at once
+  with `ServiceBusyError`. And the inference in hand: a worker is killed only when the inference it holds has run
+  longer than the timeout itself. A worker still busy with a request whose caller's deadline passed (it waited
+  before the worker took it) is left alone: its late answer is read and discarded, then it takes the next request.
 * Crashes: a worker that dies (a signal, a native crash) fails the request it held with `WorkerCrashedError`.
 * Heartbeats: an idle worker is pinged; one that does not answer is killed.
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import os
 import select
@@ -41,6 +47,7 @@ from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Tuple, Uni
 
 from connector.contract.environment import ENGINE_THREADS_ENV, WORKERS_ENV
 from connector.contract.processes import RSSWatch, available_memory_kb, describe_exit
+from connector.contract.service_time import ServiceTime
 from connector.contract.status import SupervisorStatus, WorkerStatus
 from connector.contract.supervision import Backoff, State, stop_process, watch_exit
 from connector.image_classification import errors
@@ -51,6 +58,7 @@ from connector.image_classification.errors import (
     MemoryLimitExceededError,
     MemoryLimitTooSmallError,
     RequestError,
+    ServiceBusyError,
     WorkerCrashedError,
     WorkerStartError,
 )
@@ -69,6 +77,9 @@ LOAD_HEADROOM = 2
 # memory available, so that the start-up error can say which limit would work.
 PROBE_SHARE_OF_AVAILABLE = 0.8
 STOP_GRACE_S = 3.0
+# A request taken by a worker less than this before its deadline is given the whole inference timeout (its caller
+# hears at most this much after its deadline): its inference is then judged as stuck or not by the timeout itself.
+LATE_TOLERANCE_S = 0.1
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -186,6 +197,7 @@ class Worker:
     kill_reason: str = ""          # "memory", "timeout", "heartbeat", "stop" when we killed it
     breach_kb: int = 0
     ceiling_kb: int = 0            # a probe worker's own memory ceiling, in place of the limit
+    busy_since: float = 0.0        # time.monotonic() when it took its current request
 
     @property
     def pid(self) -> int:
@@ -248,6 +260,11 @@ class InferenceSupervisor:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stopping = False
+        self._waiting = 0                    # requests waiting for an idle worker
+        self._sequence = itertools.count(1)  # each request's number: the worker echoes it with the answer
+        self.service_time = ServiceTime()    # one inference on a worker of the layout, measured
+        self.abandoned = 0                   # requests whose caller's deadline passed while a worker ran them
+        self.shed = 0                        # requests refused as busy or timed out before reaching a worker
 
     @property
     def worker(self) -> Optional[Worker]:
@@ -283,6 +300,8 @@ class InferenceSupervisor:
         layout = choose_layout(self.cores, self.limit_kb, need_kb, self.threads_override)
         self.log.info("inference layout (auto) %s", layout.describe())
         with self._lock:
+            if layout.threads != self.threads:
+                self.service_time.reset()  # measured on the first worker's threads: not the layout's
             self.layout = layout
             self.threads = layout.threads
             if layout.workers > self.size:
@@ -490,21 +509,41 @@ class InferenceSupervisor:
 
     # --- requests --------------------------------------------------------------------------------------------
 
+    def _observe(self, worker: Worker, seconds: float) -> None:
+        """One inference's time, measured on a worker of the current layout (auto's first worker does not count)."""
+        if worker.threads == self.threads:
+            self.service_time.observe(seconds)
+
     def infer(self, body: bytes, content_type: Optional[str], deadline: float) -> Dict[str, str]:
-        """Classify one image before `deadline` (time.monotonic()); raise a RequestError subclass otherwise."""
+        """Classify one image before `deadline` (time.monotonic()); raise a RequestError subclass otherwise.
+
+        Refused at once when it cannot be answered in time (`_refuse_if_late`); the worker that takes it may run
+        it for LocalInferenceServiceTimeoutSeconds; its caller hears by `deadline` (see the module docstring)."""
+        self._refuse_if_late(deadline)
         worker = self._take_worker(deadline)
+        self._give_back_if_late(worker, deadline)
+        sequence = next(self._sequence)
+        started = worker.busy_since
+        limit = started + self.parameters.timeout_seconds  # how long the inference in hand may run
+        if limit - deadline <= LATE_TOLERANCE_S:
+            deadline = limit
         try:
-            write_frame(worker.process.stdin, {"op": "infer", "content_type": content_type}, body)
+            self._send(worker, {"op": "infer", "content_type": content_type, "seq": sequence}, body, limit)
             answered, _, _ = select.select([worker.output], [], [], max(0.0, deadline - time.monotonic()))
-            if not answered:
+            if not answered and deadline >= limit:
                 self._kill(worker, "timeout")
                 raise InferenceTimeoutError(
                     f"inference did not finish within LocalInferenceServiceTimeoutSeconds "
                     f"({self.parameters.timeout_seconds} s); the worker was stopped and a new one is starting")
+            if not answered:
+                raise self._abandon(worker, sequence, started, limit, deadline)
             header, answer = read_frame(worker.output)
         except (FrameError, OSError, ValueError):  # ValueError: stop() closed its input meanwhile
             raise self._death_error(worker) from None
+        self._check_sequence(worker, header, sequence)
         self.last_answer_at = time.time()
+        if header.get("op") == "answer":
+            self._observe(worker, time.monotonic() - started)
         self._release(worker)
         if header.get("op") == "answer":
             if self.backoff.failures:  # recovered
@@ -514,21 +553,142 @@ class InferenceSupervisor:
             return {"Body": answer.decode("utf-8"), "ContentType": str(header.get("content_type"))}
         raise errors.error_class(header.get("type"), RequestError, errors.InferenceError)(str(header.get("message")))
 
+    def _send(self, worker: Worker, header: Dict[str, object], body: bytes, limit: float) -> None:
+        """Write a request to the worker; a worker that stops reading (frozen, stuck) blocks the write once the
+        pipe is full, so it is killed at `limit` as if it had not answered (the write then fails)."""
+        watchdog = threading.Timer(max(0.0, limit - time.monotonic()), self._kill, args=(worker, "timeout"))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            write_frame(worker.process.stdin, header, body)
+        finally:
+            watchdog.cancel()
+
+    def _refuse_if_late(self, deadline: float) -> None:
+        """A request that cannot be answered before its deadline fails now, before it reaches a worker: its
+        deadline has passed, or it has waited and its wait for a worker plus one measured inference (mean + 2
+        deviations, `ServiceTime.bound`) would pass what is left (busy). A request that has not waited gets its
+        chance."""
+        now = time.monotonic()
+        remaining = deadline - now
+        timeout = self.parameters.timeout_seconds
+        if remaining <= 0:
+            with self._lock:
+                self.shed += 1
+            raise InferenceTimeoutError(
+                f"the request was not answered within LocalInferenceServiceTimeoutSeconds ({timeout} s): its "
+                f"deadline passed while it waited in the queue, before an inference worker took it")
+        with self._lock:
+            in_service = [now - worker.busy_since for worker in self.workers
+                          if worker.state != State.READY and worker.busy_since]
+            free = any(worker.state == State.READY for worker in self.workers)
+            waiting = self._waiting
+        wait = 0.0 if free else self.service_time.wait_s(waiting, in_service, self.size)
+        if remaining >= timeout - LATE_TOLERANCE_S and not wait:
+            return  # it has not waited and a worker is free
+        expected = wait + self.service_time.bound()
+        if expected <= remaining:
+            return
+        with self._lock:
+            self.shed += 1
+        raise ServiceBusyError(
+            f"the inference service is busy: this request waited {max(0.0, timeout - remaining):.2f} s in the "
+            f"queue; {waiting} more wait for {len(in_service)} busy inference worker(s), and with one inference "
+            f"taking {self.service_time.describe()} it would be answered in about {expected:.2f} s, but "
+            f"{remaining:.2f} s are left of its LocalInferenceServiceTimeoutSeconds ({timeout} s); refused before "
+            f"any worker ran it, retry later")
+
+    def _give_back_if_late(self, worker: Worker, deadline: float) -> None:
+        """A worker became free for a request that waited for it too long to be served in what is left: the
+        worker goes back untouched and the request is refused as busy."""
+        remaining = deadline - time.monotonic()
+        timeout = self.parameters.timeout_seconds
+        bound = self.service_time.bound()
+        if remaining >= timeout - LATE_TOLERANCE_S or remaining >= bound:
+            return
+        with self._lock:
+            worker.requests -= 1
+            self.shed += 1
+        self._release(worker)
+        raise ServiceBusyError(
+            f"the inference service is busy: this request waited {timeout - max(0.0, remaining):.2f} s for an "
+            f"inference worker, and one inference takes {self.service_time.describe()}, more than the "
+            f"{max(0.0, remaining):.2f} s left of its LocalInferenceServiceTimeoutSeconds ({timeout} s); refused "
+            f"before any worker ran it, retry later")
+
+    def _abandon(self, worker: Worker, sequence: int, started: float, limit: float,
+                 deadline: float) -> InferenceTimeoutError:
+        """The caller's deadline passed while the worker runs its request, within the worker's own time: the
+        caller gets the timeout error, the worker finishes; `_drain` reads and discards its answer."""
+        with self._lock:
+            self.abandoned += 1
+        threading.Thread(target=self._drain, args=(worker, sequence, started, limit), name=f"drain-{worker.pid}",
+                         daemon=True).start()
+        timeout = self.parameters.timeout_seconds
+        waited = max(0.0, started - (deadline - timeout))  # the deadline is the timeout from its arrival
+        return InferenceTimeoutError(
+            f"the request was not answered within LocalInferenceServiceTimeoutSeconds ({timeout} s): it waited "
+            f"{waited:.2f} s in the queue before an inference worker took it, too long for its inference to finish "
+            f"in time; the worker goes on (its answer to this request is discarded)")
+
+    def _drain(self, worker: Worker, sequence: int, started: float, limit: float) -> None:
+        """Wait for the answer of a request its caller no longer waits for, at most until the inference has run
+        LocalInferenceServiceTimeoutSeconds; discard it and free the worker, or kill the worker as stuck."""
+        try:
+            answered, _, _ = select.select([worker.output], [], [], max(0.0, limit - time.monotonic()))
+            if not answered:
+                self.log.error("inference worker %d did not finish a request within "
+                               "LocalInferenceServiceTimeoutSeconds (%s s); killing it", worker.pid,
+                               self.parameters.timeout_seconds)
+                self._kill(worker, "timeout")
+                return
+            header, _ = read_frame(worker.output)
+        except (FrameError, OSError, ValueError):
+            return  # it died (the reaper replaces it), or stop() closed its input
+        try:
+            self._check_sequence(worker, header, sequence)
+        except WorkerCrashedError:
+            return
+        elapsed = time.monotonic() - started
+        if header.get("op") == "answer":
+            self._observe(worker, elapsed)
+        self.last_answer_at = time.time()
+        self.log.info("inference worker %d answered request %d after %.3f s, past its caller's deadline; answer "
+                      "discarded", worker.pid, sequence, elapsed)
+        self._release(worker)
+
+    def _check_sequence(self, worker: Worker, header: Mapping[str, object], sequence: int) -> None:
+        """An answer must be to the request in hand: anything else is a broken worker, never another's answer."""
+        if header.get("seq") == sequence:
+            return
+        self.log.error("inference worker %d answered request %r while it held request %d; killing it", worker.pid,
+                       header.get("seq"), sequence)
+        self._kill(worker, "crash")
+        raise WorkerCrashedError(f"the inference worker answered another request ({header.get('seq')!r}) than "
+                                 f"this one ({sequence}); it was stopped and a new worker is starting")
+
     def _take_worker(self, deadline: float) -> Worker:
         """An idle worker, marked busy (published by the next heartbeat, not on every request)."""
         with self._lock:
-            while True:
-                for worker in self.workers:
-                    if worker.state == State.READY and worker.process.poll() is None:
-                        worker.state = State.BUSY
-                        worker.requests += 1
-                        return worker
-                remaining = deadline - time.monotonic()
-                if self._stopping or remaining <= 0:
-                    raise InferenceTimeoutError(
-                        f"no inference worker was ready within LocalInferenceServiceTimeoutSeconds "
-                        f"({self.parameters.timeout_seconds} s): {self.last_failure or 'the worker is starting'}")
-                self._changed.wait(remaining)
+            self._waiting += 1
+            try:
+                while True:
+                    for worker in self.workers:
+                        if worker.state == State.READY and worker.process.poll() is None:
+                            worker.state = State.BUSY
+                            worker.requests += 1
+                            worker.busy_since = time.monotonic()
+                            return worker
+                    remaining = deadline - time.monotonic()
+                    if self._stopping or remaining <= 0:
+                        self.shed += 1
+                        raise InferenceTimeoutError(
+                            f"no inference worker was ready within LocalInferenceServiceTimeoutSeconds "
+                            f"({self.parameters.timeout_seconds} s): {self.last_failure or 'the worker is starting'}"
+                            f"; the request never reached a worker")
+                    self._changed.wait(remaining)
+            finally:
+                self._waiting -= 1
 
     def _release(self, worker: Worker) -> None:
         with self._lock:
@@ -543,6 +703,10 @@ class InferenceSupervisor:
         except subprocess.TimeoutExpired:
             self._kill(worker, worker.kill_reason or "crash")
             returncode = worker.process.wait()
+        if worker.kill_reason == "timeout":  # `_send`'s watchdog: it stopped reading the request
+            return InferenceTimeoutError(
+                f"inference did not finish within LocalInferenceServiceTimeoutSeconds "
+                f"({self.parameters.timeout_seconds} s); the worker was stopped and a new one is starting")
         if worker.kill_reason == "memory":
             return MemoryLimitExceededError(
                 f"the inference worker used {worker.breach_kb} KB, over LocalInferenceServiceMemoryLimitKB "
@@ -626,4 +790,5 @@ class InferenceSupervisor:
             layout=self.layout.to_json(), last_answer_at=self.last_answer_at, restarts=self.restarts,
             restart_reasons=dict(self.restart_reasons), consecutive_failures=self.backoff.failures,
             last_failure=self.last_failure, next_start_at=self.next_start_at if backoff else None,
-            model=dict(self.model_info))
+            model=dict(self.model_info), service_time_s=self.service_time.mean, shed=self.shed,
+            abandoned=self.abandoned)

@@ -3,7 +3,7 @@
 Started by `supervisor.InferenceSupervisor` as `python -m connector.image_classification.worker` with the connector's
 parameters in its environment. It loads the model, runs one warm-up forward (so the memory it reports is what serving
 needs), says `ready`, then answers frames from its supervisor one at a time: `infer` (image bytes → probabilities or a
-refused request) and `ping` (liveness and RSS). It exits when its supervisor goes away.
+refused request, with the request's `seq` echoed) and `ping` (liveness and RSS). It exits when its supervisor goes away.
 """
 
 from __future__ import annotations
@@ -70,16 +70,18 @@ def _serve(service, requests: int, output: BinaryIO) -> None:
         if op == "ping":
             write_frame(output, {"op": "pong", "rss_kb": rss_kb()})
         elif op == "infer":
+            sequence = header.get("seq")  # echoed, so the supervisor can tell this answer is the request's in hand
             try:
                 answer = service.handle(body, header.get("content_type"))
             except RequestError as exc:
-                write_frame(output, {"op": "refused", "type": type(exc).__name__, "message": str(exc)})
+                write_frame(output, {"op": "refused", "seq": sequence, "type": type(exc).__name__,
+                                     "message": str(exc)})
             except Exception as exc:  # a bug or an engine error: this request fails, the worker goes on
                 log.error("inference failed: %s", traceback.format_exc())
-                write_frame(output, {"op": "refused", "type": "InferenceError",
+                write_frame(output, {"op": "refused", "seq": sequence, "type": "InferenceError",
                                      "message": f"inference failed: {type(exc).__name__}: {exc}"})
             else:
-                write_frame(output, {"op": "answer", "content_type": answer["ContentType"]},
+                write_frame(output, {"op": "answer", "seq": sequence, "content_type": answer["ContentType"]},
                             answer["Body"].encode("utf-8"))
         else:
             write_frame(output, {"op": "refused", "type": "ProtocolError", "message": f"unknown op {op!r}"})
