@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from connector.contract.environment import MAX_IMAGE_PIXELS_ENV, MAX_IMAGE_SCANS_ENV
-from connector.image_classification.errors import ConfigurationError, ImageTooLargeError
+from connector.image_classification.errors import ImageTooLargeError
 from connector.image_classification.image_header import (
     DECODE_PEAK_BYTES_PER_PIXEL,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -29,6 +29,7 @@ from connector.image_classification.image_header import (
     check_content,
     check_header,
 )
+from connector.image_classification.parameters import positive_setting
 
 KIB = 1024
 MIB = 1 << 20
@@ -39,15 +40,6 @@ BODY_COPIES = 2
 # model at 500000 KB (tests/test_abuse_inputs.py): a 38 MP JPEG at 97 % of the derived limit peaked at 475,460 KB,
 # within the estimate (model + decode + body copies) without touching this reserve.
 RESERVE_BYTES = 16 * MIB
-
-
-def _positive(environ: Mapping[str, str], name: str) -> Optional[int]:
-    text = environ.get(name) or ""
-    if not text:
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigurationError(f"{name}={text!r} is not a positive whole number")
-    return int(text)
 
 
 @dataclass(frozen=True)
@@ -63,8 +55,8 @@ class DecodeBudget:
     @classmethod
     def from_environment(cls, share_kb: int, model_kb: int, workers: int,
                          environ: Mapping[str, str]) -> "DecodeBudget":
-        scans = _positive(environ, MAX_IMAGE_SCANS_ENV)
-        return cls(share_kb, model_kb, workers, _positive(environ, MAX_IMAGE_PIXELS_ENV),
+        scans = positive_setting(environ, MAX_IMAGE_SCANS_ENV)
+        return cls(share_kb, model_kb, workers, positive_setting(environ, MAX_IMAGE_PIXELS_ENV),
                    scans or DEFAULT_MAX_IMAGE_SCANS)
 
     @property

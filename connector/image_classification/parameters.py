@@ -100,3 +100,14 @@ class ImageClassificationParameters:
             feedback_config_id=params.get(FEEDBACK_PARAMETER) or None,
             connector_arn=arn,
         )
+
+
+def positive_setting(environ: Mapping[str, str], name: str, what: str = "a positive whole number") -> Optional[int]:
+    """A ggic setting passed as an environment variable (`GGIC_*`): a whole number of 1 or more, or None when unset;
+    anything else is a start-up error naming the variable."""
+    text = environ.get(name) or ""
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{name}={text!r} is not {what}")
+    return int(text)

@@ -63,7 +63,7 @@ from connector.image_classification.errors import (
     WorkerStartError,
 )
 from connector.image_classification.frames import FrameError, read_frame, write_frame
-from connector.image_classification.parameters import ImageClassificationParameters
+from connector.image_classification.parameters import ImageClassificationParameters, positive_setting
 
 log = logging.getLogger("connector.image_classification.supervisor")
 
@@ -111,12 +111,7 @@ def workers_from_environment(environ: Mapping[str, str]) -> Union[int, str]:
 
 def threads_from_environment(environ: Mapping[str, str]) -> Optional[int]:
     """`GGIC_ENGINE_THREADS`: engine threads per worker chosen by the user, or None (the layout decides)."""
-    text = environ.get(ENGINE_THREADS_ENV) or ""
-    if not text:
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigurationError(f"{ENGINE_THREADS_ENV}={text!r} is not a number of engine threads (1 or more)")
-    return int(text)
+    return positive_setting(environ, ENGINE_THREADS_ENV, "a number of engine threads (1 or more)")
 
 
 def available_cores() -> int:
