@@ -251,7 +251,7 @@ def invoke_hostile(runtime, token: str, victim: str, invocation_id: str = "forge
     return json.loads(body)
 
 
-def test_a_function_cannot_take_answer_or_initialize_another_function(runtime, clients):
+def test_a_function_cannot_take_answer_initialize_or_publish_as_another_function(runtime, clients):
     token = clients[0]
     for victim in (ECHO_ARN, CONNECTOR_ARN):
         outcome = invoke_hostile(runtime, token, victim)
@@ -261,6 +261,10 @@ def test_a_function_cannot_take_answer_or_initialize_another_function(runtime, c
             assert result["status"] == 403, (victim, attempt, result)
             assert f"only function {victim} itself may {action}" in result["body"], result
             assert f"this token belongs to function {HOSTILE_ARN}" in result["body"], result
+        forged = outcome["publish_as"]  # a publish whose source names the victim: subscriptions would trust it
+        assert forged["status"] == 403, forged
+        assert f"must be the publisher's own function ARN, {HOSTILE_ARN}; this one says {victim}" in forged["body"]
+        assert outcome["publish_as_itself"]["status"] == 202, outcome["publish_as_itself"]
     # the victims still serve, and the runtime logged the attempts without the token
     echo = invoke_raw(runtime.port, token, ECHO_ARN, b'{"n": 1}')
     status, body = collect_raw(runtime.port, token, ECHO_ARN, echo)

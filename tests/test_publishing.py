@@ -181,20 +181,23 @@ def test_a_publish_matching_no_subscription_is_dropped_and_counted(routed, mqtt_
 
 
 def test_router_answers_bad_publishes_clearly(routed):
+    me = routed.client_env["MY_FUNCTION_ARN"]  # what greengrasssdk sends as the source: the caller's own ARN
     status, message = post_to_router(routed, "not base64 JSON!")
     assert status == 400 and "not base64 JSON" in message
-    status, message = post_to_router(routed, context_of({"source": PUBLISHER}))
+    status, message = post_to_router(routed, context_of({"source": me}))
     assert status == 400 and "subject" in message
-    status, message = post_to_router(routed, context_of({"source": PUBLISHER, "subject": "a/+/c"}))
+    status, message = post_to_router(routed, context_of({"source": me, "subject": "a/+/c"}))
     assert status == 400 and "wildcards" in message
-    status, message = post_to_router(routed, context_of({"source": PUBLISHER, "subject": "a",
+    status, message = post_to_router(routed, context_of({"source": me, "subject": "a",
                                                          "queueFullPolicy": "Sometimes"}))
     assert status == 400 and "queueFullPolicy" in message
-    status, message = post_to_router(routed, context_of({"source": PUBLISHER, "subject": "a"}), b"x" * 70000)
+    status, message = post_to_router(routed, context_of({"source": me, "subject": "a"}), b"x" * 70000)
     assert status == 413 and "65536" in message
-    status, message = post_to_router(routed, context_of({"source": PUBLISHER, "subject": "a"}), method="GET")
+    status, message = post_to_router(routed, context_of({"source": me, "subject": "a"}), method="GET")
     assert status == 404 and "no result" in message
-    status, invocation_id = post_to_router(routed, context_of({"source": PUBLISHER, "subject": "nobody"}))
+    status, message = post_to_router(routed, context_of({"source": PUBLISHER, "subject": "nobody"}))
+    assert status == 403 and f"must be the publisher's own function ARN, {me}; this one says {PUBLISHER}" in message
+    status, invocation_id = post_to_router(routed, context_of({"source": me, "subject": "nobody"}))
     assert status == 202 and len(invocation_id) == 36
 
 

@@ -452,13 +452,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.server.router is None:
             raise IPCError(404, "this Greengrass runtime routes no publishes (it has no router)")
         try:
-            self.server.router.publish(parse_publish(self.headers.get("X-Amz-Client-Context", ""), payload))
+            publish = parse_publish(self.headers.get("X-Amz-Client-Context", ""), payload)
+            self._check_source(publish.source)
+            self.server.router.publish(publish)
         except PublishRejectedError as exc:
             raise IPCError(400, str(exc)) from None
         except PublishRefusedError as exc:
             self._refuse(ROUTER_FUNCTION_ARN, "busy")
             raise IPCError(429, str(exc)) from None
         self._send(202, headers={"X-Amz-InvocationId": str(uuid.uuid4())})  # greengrasssdk does not use it
+
+    def _check_source(self, source: str) -> None:
+        """A publish comes from its caller: its `source` (what subscriptions match) must be the caller's own ARN."""
+        principal = self.principal
+        if principal is None or principal.kind not in (FUNCTION, CLIENT):
+            self._forbid(f"{principal} may not publish")
+        own = principal.function_arn or principal.name
+        if unqualified_arn(source) != unqualified_arn(own):
+            self._forbid(f"a publish's source must be the publisher's own function ARN, {own}; this one says "
+                         f"{source}")
 
     def _get_result(self, arn: str) -> None:
         if unqualified_arn(arn) == ROUTER_FUNCTION_ARN:
