@@ -449,6 +449,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def go_offline() -> None:
+    """Make this bench process offline (`offline_env`, before anything imports boto3) and turn SIGTERM into a
+    KeyboardInterrupt, so that a bench stopped either way stops the runtime it started."""
+    clean = offline_env(os.environ)
+    os.environ.clear()
+    os.environ.update(clean)
+    signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="requests in all (default 10000)")
@@ -459,10 +468,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="seconds the whole run may take (default 600)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    clean = offline_env(os.environ)  # before anything imports boto3
-    os.environ.clear()
-    os.environ.update(clean)
-    signal.signal(signal.SIGTERM, _terminate)
+    go_offline()
     try:
         report = run_load(args.requests, args.clients, args.model, args.deadline)
     except KeyboardInterrupt:

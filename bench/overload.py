@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import queue
-import signal
 import sys
 import tempfile
 import threading
@@ -48,7 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.harness import GGICRuntime, connector_entry  # noqa: E402
-from bench.load import _answered_by_runtime, _environment, offline_env  # noqa: E402
+from bench.load import _answered_by_runtime, _environment, go_offline, offline_env  # noqa: E402
 from bench.material import DIGITS_MODEL  # noqa: E402
 
 log = logging.getLogger("bench.overload")
@@ -354,10 +353,6 @@ def format_table(report: OverloadReport) -> str:
     return "\n".join(lines)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.overload", description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=1.0, help="LocalInferenceServiceTimeoutSeconds (default 1)")
@@ -369,10 +364,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/overload-*.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    clean = offline_env(os.environ)  # before anything imports boto3
-    os.environ.clear()
-    os.environ.update(clean)
-    signal.signal(signal.SIGTERM, _terminate)
+    go_offline()
     factors = [float(text) for text in args.factors.split(",") if text.strip()]
     try:
         report = measure(args.timeout, args.seconds, factors, args.side, args.workers, args.connector_hosting)
