@@ -195,8 +195,13 @@ def test_router_answers_bad_publishes_clearly(routed):
     assert status == 413 and "65536" in message
     status, message = post_to_router(routed, context_of({"source": me, "subject": "a"}), method="GET")
     assert status == 404 and "no result" in message
+    # a client may stand in for a Lambda the runtime does not host, never pass for one it hosts
     status, message = post_to_router(routed, context_of({"source": PUBLISHER, "subject": "nobody"}))
-    assert status == 403 and f"must be the publisher's own function ARN, {me}; this one says {PUBLISHER}" in message
+    assert status == 403 and f"must be the publisher's own function ARN, {me}" in message, message
+    assert f"this one says {PUBLISHER}, a function hosted here" in message, message
+    stand_in = me.replace(me.rsplit(":", 1)[1], "not-hosted-here")
+    status, _ = post_to_router(routed, context_of({"source": stand_in, "subject": "nobody"}))
+    assert status == 202
     status, invocation_id = post_to_router(routed, context_of({"source": me, "subject": "nobody"}))
     assert status == 202 and len(invocation_id) == 36
 

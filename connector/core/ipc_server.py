@@ -463,14 +463,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(202, headers={"X-Amz-InvocationId": str(uuid.uuid4())})  # greengrasssdk does not use it
 
     def _check_source(self, source: str) -> None:
-        """A publish comes from its caller: its `source` (what subscriptions match) must be the caller's own ARN."""
+        """A publish comes from its caller: its `source` (what subscriptions match) must be the caller's own ARN.
+        A client (a process made a Lambda by `ggic env`) may also act as a Lambda this runtime does not host, as
+        a plain process standing in for one does; it may not pass for a hosted function."""
         principal = self.principal
         if principal is None or principal.kind not in (FUNCTION, CLIENT):
             self._forbid(f"{principal} may not publish")
         own = principal.function_arn or principal.name
-        if unqualified_arn(source) != unqualified_arn(own):
-            self._forbid(f"a publish's source must be the publisher's own function ARN, {own}; this one says "
-                         f"{source}")
+        if unqualified_arn(source) == unqualified_arn(own):
+            return
+        if principal.kind == CLIENT:
+            try:
+                self.server.dispatcher.queue(source)
+            except FunctionNotFoundError:
+                return
+        if principal.kind == CLIENT:
+            self._forbid(f"a publish's source must be the publisher's own function ARN, {own}, or a function this "
+                         f"runtime does not host; this one says {source}, a function hosted here")
+        self._forbid(f"a publish's source must be the publisher's own function ARN, {own}; this one says {source}")
 
     def _get_result(self, arn: str) -> None:
         if unqualified_arn(arn) == ROUTER_FUNCTION_ARN:
