@@ -10,8 +10,8 @@ in `bench/http_parsing.py`, see docs/security.md); this module adds what it leav
   read, so trickling bytes does not extend it); a response that the peer does not read in `SEND_TIMEOUT_S` ends
   the connection;
 - **connections**: at most `max_connections` at once (`ConnectionSlots`); when all are taken, the connection that
-  has waited longest for its next request (or for the rest of its head) is closed to make room, and when every one is busy with a request the
-  newcomer gets an immediate 503.
+  has waited longest for its next request (or for the rest of its head) is closed to make room, and when every
+  one is busy with a request the newcomer gets an immediate 503.
 """
 
 from __future__ import annotations
