@@ -228,13 +228,15 @@ def test_a_deployment_swaps_the_model_without_a_failed_request(tmp_path, moto_en
         new = runtime.connector_status()
         assert new["ready"] and _generation(new, hosting) != old_generation
         assert (new["pid"] == old["pid"] == runtime.process.pid) == (hosting == "native")
+        # The old generation's processes end inside its retirement, which logs once it has finished retiring it.
+        stopped = (f"stopped the previous generation arn:aws:lambda:us-west-2:aws:function:{CONNECTOR_FUNCTION}:"
+                   f"{first['DeploymentId']}")
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _alive(old_generation):
+        while time.monotonic() < deadline and (_alive(old_generation) or stopped not in runtime.output()):
             time.sleep(0.1)
         assert not _alive(old_generation), "the previous generation still runs"
+        assert stopped in runtime.output()
         assert len([entry for entry in runtime.health()["functions"] if entry["connector"]]) == 1
-        assert f"stopped the previous generation arn:aws:lambda:us-west-2:aws:function:{CONNECTOR_FUNCTION}:" \
-               f"{first['DeploymentId']}" in runtime.output()
 
 
 def test_a_deployment_whose_model_fails_to_load_keeps_the_old_one_serving(tmp_path, moto_endpoint, sdk_env):
