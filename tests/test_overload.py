@@ -255,9 +255,11 @@ def test_a_stuck_inference_still_gets_its_worker_killed_and_what_waited_never_re
         sdk_env(runtime)
         import greengrass_machine_learning_sdk as ml
 
-        warm = Request(0, time.monotonic())
-        send(ml.client("inference"), warm, images)
-        assert warm.body is not None, warm.error
+        lone = [Request(number % len(images), time.monotonic()) for number in range(5)]
+        for request in lone:  # warm, and what this machine's load adds to a round trip now: their spread
+            send(ml.client("inference"), request, images)
+            assert request.body is not None, request.error
+        slack = ANSWER_SLACK_S + max(r.latency_s for r in lone) - min(r.latency_s for r in lone)
         old_pid = runtime.worker_pid()
         os.kill(old_pid, signal.SIGSTOP)  # frozen mid-flight, as a worker stuck in native code
         requests = [Request(number % len(images), time.monotonic()) for number in range(3)]
@@ -278,7 +280,7 @@ def test_a_stuck_inference_still_gets_its_worker_killed_and_what_waited_never_re
         assert held.error and f"did not finish within LocalInferenceServiceTimeoutSeconds ({timeout_s} s)" in \
             held.error, held.error
         for request in requests:
-            assert request.latency_s <= timeout_s + ANSWER_SLACK_S, request
+            assert request.latency_s <= timeout_s + slack, (slack, request)
         for request in waited:  # behind the stuck one: refused in time, as busy or timed out
             assert request.kind in ("busy", "timeout"), request.error or request.body
         status = runtime.wait_for(lambda s: (s["supervisor"] or {}).get("worker", {}).get("state") == "ready"
