@@ -28,6 +28,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (ended, not yet reaped by its parent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 @pytest.fixture(scope="session")
 def efficientnet_model(tmp_path_factory) -> Path:
     """The demo's real ImageNet model (EfficientNet-Lite0 from its PyPI wheel) in the SageMaker layout."""

@@ -16,6 +16,7 @@ from test_end_to_end import run_greengrasssdk
 
 from bench.harness import REPO, GGICRuntime, connector_entry, ggic
 from bench.material import DIGITS_ARCHIVE
+from conftest import process_running
 from examples.models.digits import digit_png, split
 from sagemaker_jobs import aws_env, create_job, shifted_digits_files, tar_gz
 
@@ -232,9 +233,10 @@ def test_a_deployment_swaps_the_model_without_a_failed_request(tmp_path, moto_en
         stopped = (f"stopped the previous generation arn:aws:lambda:us-west-2:aws:function:{CONNECTOR_FUNCTION}:"
                    f"{first['DeploymentId']}")
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (_alive(old_generation) or stopped not in runtime.output()):
+        while time.monotonic() < deadline and (process_running(old_generation)
+                                               or stopped not in runtime.output()):
             time.sleep(0.1)
-        assert not _alive(old_generation), "the previous generation still runs"
+        assert not process_running(old_generation), "the previous generation still runs"
         assert stopped in runtime.output()
         assert len([entry for entry in runtime.health()["functions"] if entry["connector"]]) == 1
 
@@ -271,17 +273,6 @@ def test_a_deployment_whose_model_fails_to_load_keeps_the_old_one_serving(tmp_pa
             Body=digit_png(digits.images[split()[1][0]]))
         assert response["Body"].read().count(b",") == 9
         assert run_greengrasssdk(rt, "echo")["payload"]["event"] == {"n": 7}  # user Lambdas run beside the group
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is not running
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def test_a_deployment_brings_its_subscriptions(tmp_path, moto_endpoint, mqtt_broker, sdk_env):

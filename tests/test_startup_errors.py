@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from bench.harness import GGIC, REPO, connector_entry, ggic
+from conftest import process_running
 
 SERVICE_LOG = "GG-ML-INF-image-classification-imageClassification.log"
 # A bound for waiting on lines the runtime writes within a second or two here; the test never sleeps for it.
@@ -29,14 +30,6 @@ def _wait_for(predicate, what: str):
             return found
         time.sleep(0.02)
     raise AssertionError(f"{what} not seen within {BOUND_S} s")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 def test_ctrl_c_while_the_model_loads_stops_quietly(tmp_path: Path, digits_model):
@@ -67,5 +60,5 @@ def test_ctrl_c_while_the_model_loads_stops_quietly(tmp_path: Path, digits_model
     assert "interrupted by SIGINT while starting" in output, output
     for noise in ("Traceback", "KeyboardInterrupt", "failed to initialize", "failed to start", "ERROR"):
         assert noise not in output, output
-    _wait_for(lambda: not _alive(worker), f"inference worker {worker} gone")
+    _wait_for(lambda: not process_running(worker), f"inference worker {worker} gone")
     assert not (state / "env").exists() and not (state / "runtime.json").exists()
