@@ -388,11 +388,8 @@ class InferenceSupervisor:
 
     def _boot(self, worker: Worker) -> Optional[ConnectorStartError]:
         """Wait for the worker's first frame: ready (with its memory checked) or the reason it failed."""
-        ready, _, _ = select.select([worker.output], [], [], LOAD_TIMEOUT_S)
         try:
-            if not ready:
-                raise FrameError(f"the model was not loaded within {LOAD_TIMEOUT_S:.0f} s")
-            header, _ = read_frame(worker.output)
+            header = self._first_frame(worker)
         except FrameError as exc:
             worker.process.kill()
             returncode = worker.process.wait()
@@ -424,6 +421,16 @@ class InferenceSupervisor:
         self._retire_if_stale()
         return None
 
+    @staticmethod
+    def _first_frame(worker: Worker) -> Dict[str, object]:
+        """A starting worker's first frame (ready, or why it failed); FrameError when it ends or takes longer than
+        LOAD_TIMEOUT_S to load."""
+        ready, _, _ = select.select([worker.output], [], [], LOAD_TIMEOUT_S)
+        if not ready:
+            raise FrameError(f"the model was not loaded within {LOAD_TIMEOUT_S:.0f} s")
+        header, _ = read_frame(worker.output)
+        return header
+
     def _load_breach_text(self, breached: Worker) -> str:
         """Why a worker was stopped while loading, and the limit that would hold the model (measured by a probe)."""
         text = (f"loading the model needs more than LocalInferenceServiceMemoryLimitKB allows: the inference worker "
@@ -448,8 +455,7 @@ class InferenceSupervisor:
                       ceiling, PROBE_SHARE_OF_AVAILABLE * 100)
         probe = self._spawn(slot, ceiling_kb=ceiling)
         try:
-            ready, _, _ = select.select([probe.output], [], [], LOAD_TIMEOUT_S)
-            header, _ = read_frame(probe.output) if ready else ({}, b"")
+            header = self._first_frame(probe)
         except FrameError:
             header = {}
         finally:
