@@ -35,6 +35,7 @@ from connector.control.definition_store import (
     ResourceDefinitionStore,
     SubscriptionDefinitionStore,
 )
+from connector.core.group_functions import GroupFunction
 from connector.core.runtime import DEFAULT_ACCOUNT_ID, ConnectorDeployment
 from connector.contract.problems import INVALID_PARAMETER_VALUE, INVALID_REQUEST, BadRequestError, request_problems
 from connector.contract.catalog import (
@@ -435,6 +436,10 @@ class LocalDeployments:
     def subscriptions(self, deployment: dict) -> List[dict]:
         """The deployment's subscription definition version's Subscriptions (none when it binds none)."""
         return self._contents(deployment).subscriptions
+
+    def functions(self, deployment: dict) -> List[GroupFunction]:
+        """The deployment's user Lambdas (its function definition version), resolved to stored versions."""
+        return []  # issue 12: resolved from the stored Lambda functions
 
     def current(self) -> Optional[dict]:
         """The deployment to run at start: the newest one that has not failed and has its models in place."""

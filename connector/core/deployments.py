@@ -33,6 +33,7 @@ from connector.core.invocations import (
     Invocation,
     unqualified_arn,
 )
+from connector.core.group_functions import GroupFunction
 from connector.core.router import CLOUD_ENDPOINT
 from connector.core.runtime import (
     HostedFunction,
@@ -64,6 +65,8 @@ class DeploymentSource(Protocol):
     def connectors(self, deployment: dict) -> List[ConnectorDeployment]: ...
 
     def subscriptions(self, deployment: dict) -> List[dict]: ...
+
+    def functions(self, deployment: dict) -> List[GroupFunction]: ...
 
     def report(self, deployment: dict, status: str, message: str = "") -> None: ...
 
