@@ -7,9 +7,11 @@ untouched virtual memory and refuse models that fit comfortably.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-from typing import Optional, Union
+import threading
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -51,6 +53,109 @@ class RSSWatch:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def children(pid: int) -> List[int]:
+    """The pids of a process's children (every thread's), from /proc; [] when it is gone."""
+    found: List[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as listing:
+                found.extend(int(child) for child in listing.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+class ProcessTreeRSS:
+    """The RSS of a process and all its descendants (what a core's cgroup holds a Lambda's MemorySize against).
+
+    The root's statm stays open (`RSSWatch`); descendants are found again on every reading (a child may come and go
+    between two), and each one's statm is kept open while it lives."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._watches: Dict[int, RSSWatch] = {pid: RSSWatch(pid)}
+
+    def read_kb(self) -> Optional[int]:
+        """RSS of the whole tree in KB, or None once the root is gone."""
+        root = self._watches[self.pid].read_kb()
+        if root is None:
+            return None
+        tree: Set[int] = set()
+        pending = children(self.pid)
+        while pending:
+            pid = pending.pop()
+            if pid not in tree:
+                tree.add(pid)
+                pending.extend(children(pid))
+        for pid in set(self._watches) - tree - {self.pid}:
+            self._watches.pop(pid).close()
+        total = root
+        for pid in tree:
+            watch = self._watches.get(pid) or self._watches.setdefault(pid, RSSWatch(pid))
+            total += watch.read_kb() or 0
+        return total
+
+    def close(self) -> None:
+        for watch in self._watches.values():
+            watch.close()
+        self._watches.clear()
+
+
+class MemoryWatchdog:
+    """One thread that holds processes to memory limits: each watched process tree's RSS is read every
+    `interval_s`, and `on_breach(used_kb)` is called once when it goes over its limit (the caller kills it).
+
+    Used by the core for its function processes' MemorySize."""
+
+    def __init__(self, interval_s: float = 0.05, name: str = "memory-watchdog") -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._watched: Dict[int, Tuple[ProcessTreeRSS, int, Callable[[int], None]]] = {}
+        self._stopping = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._name = name
+
+    def watch(self, pid: int, limit_kb: int, on_breach: Callable[[int], None]) -> None:
+        with self._lock:
+            self._watched[pid] = (ProcessTreeRSS(pid), limit_kb, on_breach)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+
+    def unwatch(self, pid: int) -> None:
+        with self._lock:
+            entry = self._watched.pop(pid, None)
+        if entry is not None:
+            entry[0].close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            entries, self._watched = list(self._watched.values()), {}
+        for tree, _, _ in entries:
+            tree.close()
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            with self._lock:
+                entries = list(self._watched.items())
+            for pid, (tree, limit_kb, on_breach) in entries:
+                try:
+                    used = tree.read_kb()
+                except Exception:  # a reading must never stop the watchdog
+                    logging.getLogger("ggic.memory").exception("cannot read the memory of process %d", pid)
+                    continue
+                if used is None:
+                    self.unwatch(pid)
+                elif used > limit_kb:
+                    self.unwatch(pid)  # reported once
+                    on_breach(used)
 
 
 def available_memory_kb() -> Optional[int]:
