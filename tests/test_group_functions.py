@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 import pytest
 
 from conftest import free_port, process_running
-from connector.core.deployments import start_group_runtime
+from connector.core.deployments import DRAIN_GRACE_S, start_group_runtime
 from connector.core.group_functions import GroupFunction, ResourceAccess
 from connector.core.interpreters import resolve
 from connector.core.runtime import Runtime, RuntimeConfig, RuntimeStartError, resource_variable
@@ -126,7 +126,7 @@ def runtime(tmp_path_factory, interpreter):
         function(root, "slow", timeout_s=2.0),
     ]
     config = RuntimeConfig(state_dir=tmp_path_factory.mktemp("state"), region=REGION, port=free_port(),
-                           on_demand_idle_s=2.0)
+                           on_demand_idle_s=2.0, on_demand_max_processes=2)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv(OUTSIDE_VARIABLE, "1")
         rt = Runtime(config, [], [], functions=functions)
@@ -172,11 +172,14 @@ def test_an_on_demand_lambda_runs_overlapping_calls_in_two_processes_and_stops_i
     cold = succeeded("sometimes", {"n": 1})
     cold_s = time.monotonic() - began  # a process's start plus one call
     hold = max(1.0, 3 * cold_s)
-    with ThreadPoolExecutor(2) as executor:
-        calls = [executor.submit(succeeded, "sometimes", {"action": "sleep", "seconds": hold}) for _ in range(2)]
+    began = time.monotonic()
+    with ThreadPoolExecutor(3) as executor:
+        calls = [executor.submit(succeeded, "sometimes", {"action": "sleep", "seconds": hold}) for _ in range(3)]
         answers = [call.result() for call in calls]
+    took = time.monotonic() - began
     pids = {answer["pid"] for answer in answers}
-    assert len(pids) == 2, answers  # overlapping invocations: two processes at once
+    assert len(pids) == 2, answers  # overlapping invocations: two processes at once, the bound (2 here)
+    assert took >= 2 * hold  # the third waited for one of them
     # Idle processes are stopped after on_demand_idle_s.
     deadline = time.monotonic() + runtime.config.on_demand_idle_s * 2 + 2 * cold_s + 1.0
     while pool.pids and time.monotonic() < deadline:
@@ -215,6 +218,18 @@ def test_past_its_timeout_only_that_call_fails_and_the_function_is_replaced(runt
     assert error == "Unhandled" and "timed out after 2 s" in answer["errorMessage"], answer
     assert after["pid"] != before["pid"] and after["calls"] == [1]  # a fresh process took the queued one
     assert not process_running(before["pid"])
+
+
+def test_ggic_run_sets_the_on_demand_options(tmp_path):
+    from connector.control.cli import build_parser
+    from connector.control.cli.running import runtime_config
+
+    args = build_parser().parse_args(["run", "--state-dir", str(tmp_path), "--on-demand-idle", "0.5",
+                                      "--on-demand-max-processes", "3"])
+    config = runtime_config(args, REGION)
+    assert (config.on_demand_idle_s, config.on_demand_max_processes) == (0.5, 3)
+    defaults = runtime_config(build_parser().parse_args(["run", "--state-dir", str(tmp_path)]), REGION)
+    assert (defaults.on_demand_idle_s, defaults.on_demand_max_processes) == (60.0, 25)
 
 
 def test_what_cannot_run_here_is_refused_naming_it(tmp_path, interpreter):
@@ -315,5 +330,10 @@ def test_an_alias_moved_to_a_new_version_is_swapped_without_a_failed_call(tmp_pa
         switch = versions.index("2")
         assert set(versions[:switch]) == {"1"} and set(versions[switch:]) == {"2"}
         assert answers[-1][1]["environment"]["MY_FUNCTION_ARN"] == arn("classify", "2")
+        old = answers[0][1]["pid"]
+        deadline = time.monotonic() + swap_s * 3 + DRAIN_GRACE_S + 5
+        while process_running(old) and time.monotonic() < deadline:  # the old generation drained and stopped
+            time.sleep(0.05)
+        assert not process_running(old)
     finally:
         runtime.stop()

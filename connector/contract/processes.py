@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Set, Union
 
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -108,54 +108,79 @@ class ProcessTreeRSS:
 
 
 class MemoryWatchdog:
-    """One thread that holds processes to memory limits: each watched process tree's RSS is read every
-    `interval_s`, and `on_breach(used_kb)` is called once when it goes over its limit (the caller kills it).
+    """One thread that holds processes to memory limits: each watched process's RSS (with its descendants', for
+    `tree`) is read every `interval_s`, and `on_breach(used_kb)` is called once when it goes over its limit (the
+    caller kills it; the process is watched no more).
 
-    Used by the core for its function processes' MemorySize."""
+    The core holds its function processes to their MemorySize with it (the process tree, as a core's cgroup
+    counts), the image classification connector its inference workers to their share of
+    LocalInferenceServiceMemoryLimitKB (the worker alone, read 200 times a second: see `RSSWatch`). A limit may be
+    a function, read at every reading (a worker loading its model may use more); `on_reading(used_kb)` sees every
+    reading (for status and peaks)."""
 
     def __init__(self, interval_s: float = 0.05, name: str = "memory-watchdog") -> None:
         self.interval_s = interval_s
         self._lock = threading.Lock()
-        self._watched: Dict[int, Tuple[ProcessTreeRSS, int, Callable[[int], None]]] = {}
+        self._watched: Dict[int, _Watched] = {}
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._name = name
 
-    def watch(self, pid: int, limit_kb: int, on_breach: Callable[[int], None]) -> None:
+    def watch(self, pid: int, limit_kb: Union[int, Callable[[], int]], on_breach: Callable[[int], None],
+              on_reading: Optional[Callable[[int], None]] = None, tree: bool = True) -> None:
+        reader: Union[ProcessTreeRSS, RSSWatch] = ProcessTreeRSS(pid) if tree else RSSWatch(pid)
         with self._lock:
-            self._watched[pid] = (ProcessTreeRSS(pid), limit_kb, on_breach)
+            if self._stopping.is_set():
+                reader.close()
+                return
+            previous = self._watched.pop(pid, None)
+            self._watched[pid] = _Watched(reader, limit_kb, on_breach, on_reading)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
+        if previous is not None:
+            previous.reader.close()
 
     def unwatch(self, pid: int) -> None:
         with self._lock:
             entry = self._watched.pop(pid, None)
         if entry is not None:
-            entry[0].close()
+            entry.reader.close()
 
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:
             entries, self._watched = list(self._watched.values()), {}
-        for tree, _, _ in entries:
-            tree.close()
+        for entry in entries:
+            entry.reader.close()
 
     def _loop(self) -> None:
         while not self._stopping.wait(self.interval_s):
             with self._lock:
                 entries = list(self._watched.items())
-            for pid, (tree, limit_kb, on_breach) in entries:
+            for pid, entry in entries:
                 try:
-                    used = tree.read_kb()
-                except Exception:  # a reading must never stop the watchdog
-                    logging.getLogger("ggic.memory").exception("cannot read the memory of process %d", pid)
-                    continue
-                if used is None:
-                    self.unwatch(pid)
-                elif used > limit_kb:
-                    self.unwatch(pid)  # reported once
-                    on_breach(used)
+                    used = entry.reader.read_kb()
+                    if used is None:  # it is gone
+                        self.unwatch(pid)
+                        continue
+                    if entry.on_reading is not None:
+                        entry.on_reading(used)
+                    limit = entry.limit_kb() if callable(entry.limit_kb) else entry.limit_kb
+                    if used > limit:
+                        self.unwatch(pid)  # reported once
+                        entry.on_breach(used)
+                except Exception:  # one process's trouble must never stop the watchdog
+                    logging.getLogger("ggic.memory").exception("cannot hold process %d to its memory limit", pid)
+
+
+class _Watched:
+    def __init__(self, reader: Union["ProcessTreeRSS", RSSWatch], limit_kb: Union[int, Callable[[], int]],
+                 on_breach: Callable[[int], None], on_reading: Optional[Callable[[int], None]]) -> None:
+        self.reader = reader
+        self.limit_kb = limit_kb
+        self.on_breach = on_breach
+        self.on_reading = on_reading
 
 
 def available_memory_kb() -> Optional[int]:
