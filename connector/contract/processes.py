@@ -1,4 +1,5 @@
-"""What the operating system says about a process: its resident memory and how it ended.
+"""What the operating system says about a process: its resident memory (alone or with its descendants), how it
+ended, and a watchdog that holds processes to memory limits.
 
 Resident memory (RSS) is what LocalInferenceServiceMemoryLimitKB is held against: what the kernel's OOM logic and a
 Greengrass core's cgroup count. Address-space limits (RLIMIT_AS) would count MXNet's and OpenMP's reserved but

@@ -270,6 +270,11 @@ class FunctionProcess:
             self._set_state_locked(State.STOPPED)
         if process is not None:
             stop_process(process, STOP_GRACE_S)
+            if self.spec.group_function:  # what a user Lambda started in its session goes with it
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         if self.watchdog is not None and process is not None:
             self.watchdog.unwatch(process.pid)
         if self.credentials is not None:
