@@ -59,16 +59,18 @@ def function_handler(event, context):
             "function_version": context.function_version, "python": sys.version_info[:2]}}
 '''
 
+BROKEN_SOURCE = 'raise RuntimeError("no model at {version}")\n'
+
 
 def arn(name: str, qualifier: Optional[str] = None) -> str:
     return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}" + (f":{qualifier}" if qualifier else "")
 
 
-def package(root: Path, name: str, version: str) -> Path:
+def package(root: Path, name: str, version: str, source: str = LAMBDA_SOURCE) -> Path:
     """A Lambda deployment package (zip) built here, unpacked as the control plane unpacks a published version."""
     archive = root / f"{name}-{version}.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
-        bundle.writestr("lambda_function.py", LAMBDA_SOURCE.format(version=version))
+        bundle.writestr("lambda_function.py", source.format(version=version))
     code_dir = root / f"{name}-{version}"
     with zipfile.ZipFile(archive) as bundle:
         bundle.extractall(code_dir)
@@ -76,9 +78,10 @@ def package(root: Path, name: str, version: str) -> Path:
 
 
 def function(root: Path, name: str, version: str = "1", qualifier: Optional[str] = None,
-             **configuration) -> GroupFunction:
-    return GroupFunction(arn=arn(name, qualifier or version), version=version, code_dir=package(root, name, version),
-                         runtime=RUNTIME, handler="lambda_function.function_handler", **configuration)
+             source: str = LAMBDA_SOURCE, **configuration) -> GroupFunction:
+    return GroupFunction(arn=arn(name, qualifier or version), version=version,
+                         code_dir=package(root, name, version, source), runtime=RUNTIME,
+                         handler="lambda_function.function_handler", **configuration)
 
 
 def act_as_client(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,6 +127,7 @@ def runtime(tmp_path_factory, interpreter):
         function(root, "sometimes", pinned=False),
         function(root, "hungry", memory_kb=MEMORY_KB),
         function(root, "slow", timeout_s=2.0),
+        function(root, "broken", pinned=False, source=BROKEN_SOURCE),
     ]
     config = RuntimeConfig(state_dir=tmp_path_factory.mktemp("state"), region=REGION, port=free_port(),
                            on_demand_idle_s=2.0, on_demand_max_processes=2)
@@ -218,6 +222,22 @@ def test_past_its_timeout_only_that_call_fails_and_the_function_is_replaced(runt
     assert error == "Unhandled" and "timed out after 2 s" in answer["errorMessage"], answer
     assert after["pid"] != before["pid"] and after["calls"] == [1]  # a fresh process took the queued one
     assert not process_running(before["pid"])
+
+
+def test_an_on_demand_lambda_that_cannot_start_fails_the_call_it_was_started_for(runtime):
+    for _ in range(2):  # each call gets the reason; nothing is left waiting
+        error, answer = invoke("broken", {})
+        assert error == "Unhandled"
+        assert "failed to initialize" in answer["errorMessage"] and "no model at 1" in answer["errorMessage"], answer
+    assert runtime.functions[arn("broken")].pids == []
+
+
+def test_a_pinned_lambda_that_cannot_start_fails_the_start_naming_it(tmp_path, interpreter):
+    config = RuntimeConfig(state_dir=tmp_path / "state", region=REGION, port=free_port())
+    runtime = Runtime(config, [], [], functions=[function(tmp_path, "broken", source=BROKEN_SOURCE)])
+    with pytest.raises(RuntimeStartError, match=r"pinned Lambda function .*:function:broken:1 failed to start: "
+                                                 r".*no model at 1"):
+        runtime.start()
 
 
 def test_ggic_run_sets_the_on_demand_options(tmp_path):
