@@ -10,6 +10,7 @@ started in this process, and this test process calls the Lambdas over the real I
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import zipfile
@@ -44,6 +45,8 @@ CALLS = []  # module state: kept by a pinned function between invocations
 def function_handler(event, context):
     CALLS.append(event.get("n"))
     action = event.get("action")
+    while event.get("wait_for") and not os.path.exists(event["wait_for"]):  # the test says when to go on
+        time.sleep(0.01)
     if action == "sleep":
         time.sleep(event["seconds"])
     elif action == "allocate":  # hold the memory until the runtime acts
@@ -118,6 +121,10 @@ def interpreter():
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, interpreter):
     root = tmp_path_factory.mktemp("lambdas")
+    # The Timeout under test: ample for the test to queue a call behind a stuck one, from a measured interpreter start
+    began = time.monotonic()
+    subprocess.run([interpreter.path, "-c", "import json, logging"], check=True)
+    slow_timeout_s = float(max(2, round(20 * (time.monotonic() - began))))
     resource = root / "model"
     resource.mkdir()
     functions = [
@@ -126,7 +133,7 @@ def runtime(tmp_path_factory, interpreter):
         function(root, "counter", "7", qualifier="live"),
         function(root, "sometimes", pinned=False),
         function(root, "hungry", memory_kb=MEMORY_KB),
-        function(root, "slow", timeout_s=2.0),
+        function(root, "slow", timeout_s=slow_timeout_s),
         function(root, "broken", pinned=False, source=BROKEN_SOURCE),
     ]
     config = RuntimeConfig(state_dir=tmp_path_factory.mktemp("state"), region=REGION, port=free_port(),
@@ -138,6 +145,7 @@ def runtime(tmp_path_factory, interpreter):
         rt.start()
         rt.start_s = time.monotonic() - began  # the pinned processes' start, all at once: a bound on one start
         rt.resource = resource
+        rt.slow_timeout_s = slow_timeout_s
         act_as_client(rt, monkeypatch)
         try:
             yield rt
@@ -194,13 +202,24 @@ def test_an_on_demand_lambda_runs_overlapping_calls_in_two_processes_and_stops_i
     assert succeeded("sometimes", {"n": 2})["pid"] not in pids
 
 
+def wait_until(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time measured for it"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("action", ["allocate", "allocate_in_child"])
-def test_over_its_memory_size_only_that_call_fails_and_the_function_is_replaced(runtime, action):
+def test_over_its_memory_size_only_that_call_fails_and_the_function_is_replaced(runtime, action, tmp_path):
     before = succeeded("hungry", {})
+    queue = runtime.functions[arn("hungry")].queue
+    go = tmp_path / "go"
     with ThreadPoolExecutor(3) as executor:
-        breach = executor.submit(invoke, "hungry", {"action": action, "kb": 2 * MEMORY_KB})
-        time.sleep(0.2)  # queued behind it
+        breach = executor.submit(invoke, "hungry", {"action": action, "kb": 2 * MEMORY_KB, "wait_for": str(go)})
+        wait_until(lambda: queue.in_flight == 1, runtime.start_s + 5)
         queued = [executor.submit(succeeded, "hungry", {"n": n}) for n in (1, 2)]
+        wait_until(lambda: len(queue) == 2, runtime.start_s + 5)  # queued behind it
+        go.touch()  # now it allocates
         error, answer = breach.result()
         after = [call.result() for call in queued]
     assert error == "Unhandled"
@@ -213,13 +232,16 @@ def test_over_its_memory_size_only_that_call_fails_and_the_function_is_replaced(
 
 def test_past_its_timeout_only_that_call_fails_and_the_function_is_replaced(runtime):
     before = succeeded("slow", {})
+    queue = runtime.functions[arn("slow")].queue
     with ThreadPoolExecutor(2) as executor:
         stuck = executor.submit(invoke, "slow", {"action": "sleep", "seconds": 3600})
-        time.sleep(0.2)
+        wait_until(lambda: queue.in_flight == 1, runtime.start_s + 5)
         queued = executor.submit(succeeded, "slow", {"n": 1})  # waits in the queue: that is not its run time
+        wait_until(lambda: len(queue) == 1 or stuck.done(), runtime.start_s + 5)
+        assert not stuck.done()  # it was queued behind the stuck one
         error, answer = stuck.result()
         after = queued.result()
-    assert error == "Unhandled" and "timed out after 2 s" in answer["errorMessage"], answer
+    assert error == "Unhandled" and f"timed out after {runtime.slow_timeout_s:g} s" in answer["errorMessage"], answer
     assert after["pid"] != before["pid"] and after["calls"] == [1]  # a fresh process took the queued one
     assert not process_running(before["pid"])
 
