@@ -16,6 +16,8 @@ from connector.core.http_limits import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT_S, 
 from connector.core.ipc_server import DEFAULT_MAX_BODY_BYTES
 from connector.core.logfiles import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
 from connector.core.mqtt_bridge import DEFAULT_MAX_QUEUED as DEFAULT_MQTT_MAX_QUEUED
+from connector.core.on_demand import DEFAULT_IDLE_S as DEFAULT_ON_DEMAND_IDLE_S
+from connector.core.on_demand import DEFAULT_MAX_PROCESSES as DEFAULT_ON_DEMAND_MAX_PROCESSES
 
 log = logging.getLogger("ggic")
 
@@ -33,7 +35,8 @@ def runtime_config(args: argparse.Namespace, region: str):
                          engine=args.engine, workers=args.workers,
                          mqtt_broker=args.mqtt_broker, mqtt_client_id=args.mqtt_client_id,
                          mqtt_max_queued=args.mqtt_max_queued, connector_hosting=args.connector_hosting,
-                         connector_package=args.connector_package)
+                         connector_package=args.connector_package, on_demand_idle_s=args.on_demand_idle,
+                         on_demand_max_processes=args.on_demand_max_processes)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -261,6 +264,12 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     run.add_argument("--mqtt-max-queued", type=int, default=DEFAULT_MQTT_MAX_QUEUED,
                      help="messages for the cloud kept while the broker is away; beyond, they are dropped "
                           f"(default {DEFAULT_MQTT_MAX_QUEUED})")
+    run.add_argument("--on-demand-idle", type=float, default=DEFAULT_ON_DEMAND_IDLE_S, metavar="S",
+                     help="a group's on-demand Lambda: stop a process idle this long "
+                          f"(default {DEFAULT_ON_DEMAND_IDLE_S:g} s)")
+    run.add_argument("--on-demand-max-processes", type=int, default=DEFAULT_ON_DEMAND_MAX_PROCESSES, metavar="N",
+                     help="a group's on-demand Lambda: processes at once, at most (a core's maxConcurrentLimit, "
+                          f"default {DEFAULT_ON_DEMAND_MAX_PROCESSES})")
     run.add_argument("--allow-platform-mismatch", action="store_true",
                      help="run connectors built for another platform than this machine's (testing only; "
                           "also GGIC_ALLOW_PLATFORM_MISMATCH=1)")
