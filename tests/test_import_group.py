@@ -8,7 +8,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -124,6 +127,39 @@ def test_an_incomplete_export_is_refused_naming_what_is_missing_and_nothing_is_c
                                                 "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e`"}[missing]
     assert expected in stderr
     assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+
+
+def documented_export_script() -> str:
+    """The export commands of docs/functions.md ("Bringing your group"), as the page shows them."""
+    page = (REPO / "docs" / "functions.md").read_text()
+    return re.search(r"## Bringing your group\n.*?```bash\n(.*?)```", page, re.DOTALL).group(1)
+
+
+def test_the_documented_export_commands_produce_what_import_group_takes(tmp_path):
+    """The page's script, run with stand-ins for `aws` (each call checked against botocore's model, answered from
+    the sample export) and `curl`: it asks for every document and package of the group, and nothing else, and
+    `import-group` takes the folder it makes."""
+    zips = zip_lambdas(tmp_path / "zips")
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    calls = tmp_path / "calls.jsonl"
+    env = dict(os.environ, GROUP_ID="4e1f62a1-5c7d-4b5b-9d3e-2f0c8f6b7a10", AWS_STAND_IN_DATA=str(EXPORT),
+               AWS_STAND_IN_LOG=str(calls), CURL_STAND_IN_ZIPS=str(zips),
+               PATH=os.pathsep.join([str(REPO / "tests" / "stand_ins"), str(Path(sys.executable).parent),
+                                     os.environ["PATH"]]))
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", documented_export_script()], cwd=folder, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    made = sorted(p.name for p in folder.iterdir())
+    assert made == sorted([p.name for p in EXPORT.glob("*.json")] + [f"{name}.zip" for name in FUNCTIONS])
+    for name in made:
+        if name.endswith(".json"):
+            assert json.loads((folder / name).read_text()) == json.loads((EXPORT / name).read_text()), name
+    commands = [tuple(json.loads(line)[:2]) for line in calls.read_text().splitlines()]
+    assert len(commands) == len(set(commands)) + 1  # get-function twice, each of its own function
+    imported, stderr = run(tmp_path / "state", "import-group", str(folder))
+    assert imported["FunctionVersionArns"] == [LAMBDA + "imageClassifier:3", LAMBDA + "predictionLogger:2"]
+    assert len(warnings_of(stderr)) == len(LEFT_OUT)
 
 
 @pytest.mark.skip(reason="needs i12-runtime")
