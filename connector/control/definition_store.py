@@ -119,8 +119,8 @@ class ConnectorDefinitionStore:
                 return {"Arn": entry["Arn"], "CreationTimestamp": entry["CreationTimestamp"],
                         "Definition": entry["Definition"], "Id": definition["Id"], "Version": entry["Version"]}
         raise DefinitionNotFoundError(
-            f"{self.label} {definition['Id']} has no version {version_id!r} (its versions: "
-            f"{', '.join(entry['Version'] for entry in versions)})")
+            f"{self.label} {definition['Id']} has no version {version_id!r} (its version"
+            f"{'s' if len(versions) > 1 else ''}: {', '.join(entry['Version'] for entry in versions)})")
 
     def versions(self, id_or_name: str) -> List[Dict[str, Any]]:
         """List<Kind>DefinitionVersions' entries, oldest first."""
