@@ -75,9 +75,12 @@ def test_a_definition_with_every_field_is_stored_and_read_back_in_the_api_shapes
 def test_bad_definitions_are_bad_requests_naming_every_problem(stored):
     body = bad_request(stored, "create-function-definition", "--initial-version", json.dumps({"Functions": [
         {"Id": "a", "FunctionArn": ARN + "app", "FunctionConfiguration": {"Pinned": "yes", "EncodingType": "xml",
-                                                                         "MemorySize": 0, "Colour": "red"}}]}))
+                                                                         "MemorySize": 0, "Colour": "red"}},
+        {"Id": "b", "FunctionArn": ARN + "gone:1"}]}))
     messages = [d["DetailedErrorMessage"] for d in body["ErrorDetails"]]
-    assert {d["DetailedErrorCode"] for d in body["ErrorDetails"]} == {"InvalidRequest"}
+    # Shape problems and what only the store can tell, at once; the unqualified ARN once, by the schema.
+    assert [d["DetailedErrorCode"] for d in body["ErrorDetails"]] == ["InvalidRequest"] * 5 + ["FunctionNotFound"]
+    assert "Functions[1] (Id 'b'): Function not found" in messages[-1]
     for field in ("Functions[0].FunctionArn", "Pinned", "EncodingType", "MemorySize", "Colour"):
         assert any(field in message for message in messages), (field, messages)
 

@@ -109,23 +109,37 @@ def test_an_aws_sample_group_is_imported_with_one_warning_per_thing_left_out(tmp
     assert again["FunctionVersionArns"] == imported["FunctionVersionArns"]
 
 
-@pytest.mark.parametrize("missing", ["function-predictionLogger.json", "predictionLogger.zip",
-                                     "subscription-definition-version.json"])
-def test_an_incomplete_export_is_refused_naming_what_is_missing_and_nothing_is_created(tmp_path, missing):
+def _python311(export: Path) -> None:
+    document = json.loads((export / "function-predictionLogger.json").read_text())
+    document["Configuration"]["Runtime"] = "python3.11"
+    (export / "function-predictionLogger.json").write_text(json.dumps(document))
+
+
+# What is wrong with the export → what the refusal must say.
+INCOMPLETE = {
+    "function-predictionLogger.json": f"add the output of `aws lambda get-function --function-name "
+                                      f"{LAMBDA}predictionLogger:2`",
+    "predictionLogger.zip": "no deployment package: put it at {export}/predictionLogger.zip",
+    "subscription-definition-version.json": "add the output of `aws greengrass get-subscription-definition-version "
+                                            "--subscription-definition-id 1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d "
+                                            "--subscription-definition-version-id "
+                                            "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e`",
+    "runtime python3.11": f"function {LAMBDA}predictionLogger:2: runtime 'python3.11' is not one a Greengrass core "
+                          f"runs Lambda functions on",
+}
+
+
+@pytest.mark.parametrize("problem", sorted(INCOMPLETE))
+def test_an_incomplete_export_is_refused_naming_what_is_missing_and_nothing_is_created(tmp_path, problem):
     export = tmp_path / "export"
     shutil.copytree(EXPORT, export, ignore=shutil.ignore_patterns("lambdas"))
     zip_lambdas(export)  # the packages next to the JSON: the default --zip-dir
-    os.remove(export / missing)
+    if problem.startswith("runtime"):
+        _python311(export)
+    else:
+        os.remove(export / problem)
     _, stderr = run(tmp_path / "state", "import-group", str(export), expect=1)
-    expected = {
-        "function-predictionLogger.json": f"add the output of `aws lambda get-function --function-name "
-                                          f"{LAMBDA}predictionLogger:2`",
-        "predictionLogger.zip": f"no deployment package: put it at {export / 'predictionLogger.zip'}",
-        "subscription-definition-version.json": "add the output of `aws greengrass get-subscription-definition-"
-                                                "version --subscription-definition-id 1a2b3c4d-5e6f-4a7b-8c9d-"
-                                                "0e1f2a3b4c5d --subscription-definition-version-id "
-                                                "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e`"}[missing]
-    assert expected in stderr
+    assert INCOMPLETE[problem].format(export=export) in stderr
     assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from connector.contract.problems import BadRequestError, detail, request_problems
-from connector.control.lambda_functions import LambdaError, LambdaFunctionStore
+from connector.control.lambda_functions import ARN_PATTERN, LambdaError, LambdaFunctionStore
 from connector.core.group_functions import JSON, READ_ONLY, GroupFunction, ResourceAccess
 
 FUNCTION_DEFINITION_SCHEMA = "create-function-definition.schema.json"
@@ -35,9 +35,17 @@ class FunctionResolutionError(LookupError):
     """A group version's function cannot be deployed as it is now (its alias gone, a resource it needs missing)."""
 
 
+def _object(value: Any) -> Mapping[str, Any]:
+    """`value` when it is an object, else an empty one (the schema reports what is not)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _execution(configuration: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _object(_object(configuration.get("Environment")).get("Execution"))
+
+
 def _isolation(configuration: Mapping[str, Any], default: Mapping[str, Any]) -> Optional[str]:
-    execution = (configuration.get("Environment") or {}).get("Execution") or {}
-    return execution.get("IsolationMode") or (default.get("Execution") or {}).get("IsolationMode")
+    return _execution(configuration).get("IsolationMode") or _object(default.get("Execution")).get("IsolationMode")
 
 
 def version_problems(version: Any, lambdas: LambdaFunctionStore, where: str) -> Tuple[List[dict], List[str]]:
@@ -46,27 +54,36 @@ def version_problems(version: Any, lambdas: LambdaFunctionStore, where: str) -> 
     warnings: List[str] = []
     if not isinstance(version, dict):
         return details, warnings
-    default = version.get("DefaultConfig") or {}
-    if (default.get("Execution") or {}).get("RunAs"):
+    default = version.get("DefaultConfig")
+    default = default if isinstance(default, dict) else {}
+    if _object(default.get("Execution")).get("RunAs"):
         warnings.append(f"{where}.DefaultConfig.Execution.RunAs: ggic runs every function as the user running "
                         f"`ggic run`; RunAs is stored, not applied")
     ids: Dict[str, int] = {}
-    for index, function in enumerate(version.get("Functions") or []):
+    functions = version.get("Functions")
+    for index, function in enumerate(functions if isinstance(functions, list) else []):
+        if not isinstance(function, dict) or not isinstance(function.get("Id"), str) \
+                or not isinstance(function.get("FunctionArn"), str):
+            continue  # the schema reports it
         subject = f"{where}.Functions[{index}] (Id {function['Id']!r})"
         if function["Id"] in ids:
             details.append(detail(DUPLICATE_FUNCTION_ID, f"{subject}: Id {function['Id']!r} is already used by "
                                                          f"{where}.Functions[{ids[function['Id']]}]"))
         ids.setdefault(function["Id"], index)
-        try:
-            lambdas.resolve(function["FunctionArn"])
-        except LambdaError as exc:
-            details.append(detail(FUNCTION_NOT_FOUND, f"{subject}: {exc}"))
-        configuration = function.get("FunctionConfiguration") or {}
+        arn = ARN_PATTERN.match(function["FunctionArn"])
+        if arn and arn.group(4):  # an unqualified or malformed ARN: the schema reports it
+            try:
+                lambdas.resolve(function["FunctionArn"])
+            except LambdaError as exc:
+                details.append(detail(FUNCTION_NOT_FOUND, f"{subject}: {exc}"))
+        configuration = function.get("FunctionConfiguration")
+        if not isinstance(configuration, dict):
+            continue
         if _isolation(configuration, default) == NO_CONTAINER and "MemorySize" in configuration:
             details.append(detail(INVALID_FUNCTION_CONFIGURATION, f"{subject}: MemorySize cannot be set for a "
                                                                   f"NoContainer function (it has no container to "
                                                                   f"limit); remove it or use GreengrassContainer"))
-        if ((configuration.get("Environment") or {}).get("Execution") or {}).get("RunAs"):
+        if _execution(configuration).get("RunAs"):
             warnings.append(f"{subject}: Environment.Execution.RunAs: ggic runs every function as the user running "
                             f"`ggic run`; RunAs is stored, not applied")
     return details, warnings
@@ -75,9 +92,9 @@ def version_problems(version: Any, lambdas: LambdaFunctionStore, where: str) -> 
 def validate_function_definition(request: Any, lambdas: LambdaFunctionStore) -> Tuple[dict, List[str]]:
     """A CreateFunctionDefinition request, checked; (request, warnings) or BadRequestError with every problem."""
     details = request_problems(FUNCTION_DEFINITION_SCHEMA, request)
-    warnings: List[str] = []
-    if not details:
-        details, warnings = version_problems(request["InitialVersion"], lambdas, "InitialVersion")
+    more, warnings = version_problems(request.get("InitialVersion") if isinstance(request, dict) else None,
+                                      lambdas, "InitialVersion")
+    details += more
     if details:
         raise BadRequestError(details, f"Invalid function definition: {len(details)} problem"
                                        f"{'s' if len(details) != 1 else ''} found")
@@ -87,9 +104,8 @@ def validate_function_definition(request: Any, lambdas: LambdaFunctionStore) -> 
 def validate_function_definition_version(version: Any, lambdas: LambdaFunctionStore) -> Tuple[dict, List[str]]:
     """A CreateFunctionDefinitionVersion body ({Functions, DefaultConfig}), checked the same way."""
     details = request_problems(FUNCTION_DEFINITION_VERSION_SCHEMA, version)
-    warnings: List[str] = []
-    if not details:
-        details, warnings = version_problems(version, lambdas, "version")
+    more, warnings = version_problems(version, lambdas, "version")
+    details += more
     if details:
         raise BadRequestError(details, f"Invalid function definition version: {len(details)} problem"
                                        f"{'s' if len(details) != 1 else ''} found")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from connector.contract.catalog import match_arn
+from connector.contract.problems import BadRequestError, request_problems
 from connector.control.connector_definitions import validate_connector_definition
 from connector.control.definition_store import (
     ConnectorDefinitionStore,
@@ -31,10 +32,19 @@ from connector.control.definition_store import (
     ResourceDefinitionStore,
     SubscriptionDefinitionStore,
 )
-from connector.control.function_definitions import validate_function_definition
-from connector.control.groups import SAGEMAKER_RESOURCE, GroupStore, resolve_group_version, \
-    validate_resource_definition
-from connector.control.lambda_functions import ARN_PATTERN, LambdaError, LambdaFunctionStore
+from connector.control.function_definitions import (
+    FUNCTION_DEFINITION_SCHEMA,
+    FUNCTION_NOT_FOUND,
+    validate_function_definition,
+    version_problems,
+)
+from connector.control.groups import (
+    SAGEMAKER_RESOURCE,
+    GroupStore,
+    resolve_group_version,
+    validate_resource_definition,
+)
+from connector.control.lambda_functions import ARN_PATTERN, RUNTIMES, LambdaError, LambdaFunctionStore
 from connector.control.subscriptions import validate_subscription_definition
 from connector.core.router import UnsupportedEndpointError, parse_endpoint, unqualified_arn
 
@@ -237,6 +247,9 @@ class _Plan:
                 raise ImportGroupError(f"function {function.get('Id')!r}: {arn} is not qualified by a version or "
                                        f"an alias, as a Greengrass function definition's FunctionArn must be")
             configuration = self._configuration(arn, name, qualifier)
+            if configuration.get("Runtime") not in RUNTIMES:
+                raise ImportGroupError(f"function {arn}: runtime {configuration.get('Runtime')!r} is not one a "
+                                       f"Greengrass core runs Lambda functions on ({', '.join(RUNTIMES)})")
             published = str(configuration.get("Version", ""))
             if not published.isdigit():
                 raise ImportGroupError(f"function {arn}: the exported configuration is of version {published!r}; "
@@ -339,6 +352,12 @@ def import_group(source: Path, state_dir: Path, zip_dir: Optional[Path] = None,
         if validate is not None:
             request, warnings = validate(request)
             plan.warnings.extend(warnings)
+        else:  # the function definition's own problems, before any function is created for it
+            problems = [d for d in request_problems(FUNCTION_DEFINITION_SCHEMA, request) +
+                        version_problems(selected, LambdaFunctionStore(state_dir), "InitialVersion")[0]
+                        if d["DetailedErrorCode"] != FUNCTION_NOT_FOUND]
+            if problems:
+                raise BadRequestError(problems, f"Invalid function definition: {len(problems)} problem(s) found")
         requests[key] = (store_class, request)
 
     lambdas = LambdaFunctionStore(state_dir)
