@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -218,7 +219,9 @@ def test_an_imported_group_runs_and_its_lambdas_predictions_reach_the_broker(tmp
     try:
         with GGICRuntime(state, [], extra_env=aws_env(moto_endpoint), run_args=["--group", "ImageClassificationGroup"],
                          mqtt_broker=mqtt_broker) as runtime:
-            assert runtime.health()["mqtt"]
+            deadline = time.monotonic() + 30
+            while not runtime.health()["mqtt"]["subscribed"] and time.monotonic() < deadline:
+                time.sleep(0.1)  # the bridge subscribes to the group's cloud subscriptions once connected
             cloud.publish("ml/ic/requests", json.dumps({"id": "r1", "image": image}).encode())
             [(topic, payload)] = cloud.take(1)
             prediction = json.loads(payload)
