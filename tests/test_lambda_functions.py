@@ -130,6 +130,11 @@ def test_errors_are_aws_lambdas_and_name_what_was_wrong(tmp_path):
     cli("create-alias", "--function-name", "app", "--name", "live", "--function-version", "1")
     assert "(ResourceConflictException)" in cli.error("create-alias", "--function-name", "app", "--name", "live",
                                                       "--function-version", "1")
+    too_large = tmp_path / "large.zip"
+    with open(too_large, "wb") as sparse:
+        sparse.truncate(50 * 1024 * 1024 + 1)  # one byte over what AWS Lambda takes directly
+    assert "(RequestTooLargeException)" in cli.error("update-function-code", "--function-name", "app",
+                                                     "--zip-file", f"fileb://{too_large}")
     # A Python handler its package does not hold is stored (as Lambda does), with a warning now.
     cli("create-function", "--function-name", "typo", "--runtime", "python3.8", "--handler", "ap.handler",
         "--zip-file", f"fileb://{zipped}")
@@ -148,10 +153,12 @@ def hostile(kind: str) -> bytes:
             info = zipfile.ZipInfo("link.py")
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             archive.writestr(info, "/etc/passwd")
+        elif kind == "bomb":  # 64 MB of zeros in a few dozen KB: past the compression ratio a package may have
+            archive.writestr(zipfile.ZipInfo("zeros.bin"), bytes(64 << 20), compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["absolute", "parent", "link", "not-a-zip"])
+@pytest.mark.parametrize("kind", ["absolute", "parent", "link", "bomb", "not-a-zip"])
 def test_hostile_packages_are_refused_and_leave_nothing(tmp_path, kind):
     cli = Lambda(tmp_path / "state")
     zipped = tmp_path / "pkg.zip"
@@ -160,7 +167,8 @@ def test_hostile_packages_are_refused_and_leave_nothing(tmp_path, kind):
                         "app.handler", "--zip-file", f"fileb://{zipped}")
     assert "(InvalidParameterValueException) when calling the CreateFunction operation: Could not unzip" in refused
     if kind != "not-a-zip":
-        assert {"absolute": "/tmp/ggic-escaped.py", "parent": "../escaped.py", "link": "link.py"}[kind] in refused
+        assert {"absolute": "/tmp/ggic-escaped.py", "parent": "../escaped.py", "link": "link.py",
+                "bomb": "zeros.bin"}[kind] in refused
     lambda_dir = tmp_path / "state" / "lambda"
     assert list((lambda_dir / "code").iterdir()) == [] and list((lambda_dir / "packages").iterdir()) == []
     assert list((lambda_dir / "functions").iterdir()) == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import dataclasses
 import datetime
 import fcntl
 import hashlib
@@ -27,9 +28,15 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from connector.contract import archives
+from connector.contract.environment import (
+    ARCHIVE_MAX_MEMBER_BYTES_ENV,
+    ARCHIVE_MAX_MEMBERS_ENV,
+    ARCHIVE_MAX_RATIO_ENV,
+    ARCHIVE_MAX_TOTAL_BYTES_ENV,
+)
 from connector.core.runtime import DEFAULT_ACCOUNT_ID
 
 LATEST = "$LATEST"
@@ -37,6 +44,8 @@ LATEST = "$LATEST"
 MAX_ZIP_BYTES = 50 * archives.MIB
 PACKAGE_LIMITS = archives.ArchiveLimits(max_members=20000, max_member_bytes=250 * archives.MIB,
                                         max_total_bytes=250 * archives.MIB, max_ratio=200.0)
+_LIMIT_VARIABLES = {"max_members": ARCHIVE_MAX_MEMBERS_ENV, "max_member_bytes": ARCHIVE_MAX_MEMBER_BYTES_ENV,
+                    "max_total_bytes": ARCHIVE_MAX_TOTAL_BYTES_ENV, "max_ratio": ARCHIVE_MAX_RATIO_ENV}
 # The runtimes a Greengrass v1 core runs Lambda functions on (Executable functions use `provided`-like runtimes).
 RUNTIMES = ("python2.7", "python3.7", "python3.8", "nodejs6.10", "nodejs8.10", "nodejs12.x", "java8", "arm7l",
             "executable")
@@ -103,6 +112,15 @@ class ResolvedVersion:
     version: str           # the published version ("3"), an alias resolved
     configuration: Dict[str, Any]
     code_dir: Path
+
+
+def package_limits(environ: Mapping[str, str] = os.environ) -> archives.ArchiveLimits:
+    """A package's bounds: Lambda's, each overridden by its GGIC_ARCHIVE_* variable when set (the variables the
+    refusal names, the same as for models)."""
+    configured = archives.ArchiveLimits.from_environment(environ)
+    return dataclasses.replace(PACKAGE_LIMITS, **{name: getattr(configured, name)
+                                                  for name, variable in _LIMIT_VARIABLES.items()
+                                                  if environ.get(variable)})
 
 
 def _now() -> str:
@@ -201,11 +219,13 @@ class LambdaFunctionStore:
             archive = staging.with_suffix(".zip")
             try:
                 archive.write_bytes(package)
-                archives.extract(archive, staging, PACKAGE_LIMITS, kind="package")
+                archives.extract(archive, staging, package_limits(), kind="package")
                 os.replace(archive, self.package_path(code_sha256))
                 os.replace(staging, code_dir)
             except archives.ArchiveError as exc:
                 raise InvalidParameterValueError(f"Could not unzip uploaded file: {exc}") from None
+            except ValueError as exc:  # a GGIC_ARCHIVE_* variable that is not a number
+                raise LambdaError(f"cannot unpack packages: {exc}") from None
             finally:
                 archive.unlink(missing_ok=True)
                 shutil.rmtree(staging, ignore_errors=True)
