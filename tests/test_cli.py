@@ -302,6 +302,9 @@ def test_list_functions_running_shows_the_running_runtimes_functions(digits_runt
     assert function["Handler"]  # the catalog's handler of the connector
     text = ggic("list-functions", "--running", "--state-dir", str(digits_runtime.state_dir), "--output", "text")
     assert text.stdout.decode().startswith(f"FUNCTIONS\t{function['FunctionArn']}\t{function['FunctionName']}\t")
+    stored = ggic("list-functions", "--state-dir", str(digits_runtime.state_dir))  # the stored ones: none here
+    assert json.loads(stored.stdout) == {"Functions": []}
+    assert "`ggic list-functions --running` lists the functions the running runtime hosts" in stored.stderr.decode()
 
 
 def test_list_functions_running_without_a_runtime_is_an_empty_list(tmp_path):

@@ -137,7 +137,13 @@ def cmd_list_functions(args: argparse.Namespace) -> int:
         from connector.control.cli.client import cmd_list_running_functions
 
         return cmd_list_running_functions(args)
-    return _run("ListFunctions", args, lambda store: {"Functions": store.list_functions()})
+    status = _run("ListFunctions", args, lambda store: {"Functions": store.list_functions()})
+    from connector.control.cli.client import running_functions
+
+    if not _store(args).names() and running_functions(args.state_dir):
+        print("ggic: no Lambda functions are stored here (`ggic create-function`); `ggic list-functions --running` "
+              "lists the functions the running runtime hosts", file=sys.stderr)
+    return status
 
 
 def cmd_list_versions_by_function(args: argparse.Namespace) -> int:
