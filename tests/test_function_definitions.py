@@ -10,10 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-from test_lambda_functions import Lambda, write_package
+from test_lambda_functions import Lambda, package
 
 from connector.control.function_definitions import FunctionResolutionError
 from connector.control.groups import GroupStore, LocalDeployments
+from connector.control.lambda_functions import LambdaFunctionStore
 from connector.core.group_functions import GroupFunction, ResourceAccess
 
 ARN = "arn:aws:lambda:us-west-2:000000000000:function:"
@@ -28,16 +29,16 @@ def bad_request(cli: Lambda, *args: str) -> dict:
 
 @pytest.fixture
 def stored(tmp_path):
-    """A state directory with function `app` (versions 1 and 2, alias prod → 1) and `helper` (version 1)."""
-    cli = Lambda(tmp_path / "state")
+    """A state directory with function `app` (versions 1 and 2, alias prod → 1) and `helper` (version 1), made
+    through the store the Lambda commands use (those are tested through the CLI in test_lambda_functions)."""
+    lambdas = LambdaFunctionStore(tmp_path / "state", "us-west-2")
     for name, text in (("app", "VERSION = 1\n"), ("helper", "")):
-        zipped = write_package(tmp_path, f"{name}.zip", {f"{name}.py": text + "def handler(e, c):\n    pass\n"})
-        cli("create-function", "--function-name", name, "--runtime", "python3.8", "--handler", f"{name}.handler",
-            "--zip-file", f"fileb://{zipped}", "--region", "us-west-2", "--publish")
-    second = write_package(tmp_path, "app2.zip", {"app.py": "VERSION = 2\ndef handler(e, c):\n    pass\n"})
-    cli("update-function-code", "--function-name", "app", "--zip-file", f"fileb://{second}", "--publish")
-    cli("create-alias", "--function-name", "app", "--name", "prod", "--function-version", "1")
-    return cli
+        lambdas.create_function(name, "python3.8", f"{name}.handler",
+                                package({f"{name}.py": text + "def handler(e, c):\n    pass\n"}), publish=True)
+    lambdas.update_function_code("app", package({"app.py": "VERSION = 2\ndef handler(e, c):\n    pass\n"}),
+                                 publish=True)
+    lambdas.create_alias("app", "prod", "1")
+    return Lambda(tmp_path / "state")
 
 
 EVERY_FIELD = {
