@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from test_lambda_functions import Lambda, package
 
-from connector.control.function_definitions import FunctionResolutionError
-from connector.control.groups import GroupStore, LocalDeployments
+from connector.control.function_definitions import FunctionResolutionError, resolved_versions
+from connector.control.groups import GroupStore, LocalDeployments, resolve_group_version
 from connector.control.lambda_functions import LambdaFunctionStore
 from connector.core.group_functions import GroupFunction, ResourceAccess
 
@@ -116,7 +116,15 @@ def test_a_group_versions_functions_resolve_to_what_the_runtime_runs(stored, tmp
     store = GroupStore(stored.state_dir, "us-west-2")
     version = GroupStore.version(store.get(group_id))["Version"]
     source = LocalDeployments(store, group_id, "us-west-2")
-    app, helper = source.functions(store.create_deployment(group_id, version, "NewDeployment"))
+
+    def deploy() -> dict:
+        """A deployment record as `ggic create-deployment` makes it: the versions its qualifiers name now."""
+        contents = resolve_group_version(stored.state_dir, GroupStore.version(store.get(group_id))["Definition"])[0]
+        return store.create_deployment(group_id, version, "NewDeployment",
+                                       resolved_versions(stored.state_dir, contents.functions))
+
+    first = deploy()
+    app, helper = source.functions(first)
     code = stored("get-function", "--function-name", "app:1")["Configuration"]["CodeSha256"]
     assert app == GroupFunction(
         arn=ARN + "app:prod", version="1", code_dir=stored.state_dir / "lambda" / "code" /
@@ -129,11 +137,15 @@ def test_a_group_versions_functions_resolve_to_what_the_runtime_runs(stored, tmp
     assert (helper.pinned, helper.timeout_s, helper.encoding, helper.memory_kb, helper.version) == \
         (False, 3.0, "json", None, "1")
 
-    # The alias is resolved at deployment time: moved to version 2, the next deployment runs version 2's code.
+    # The alias is resolved at deployment time: moved to version 2, the next deployment runs version 2's code,
+    # while the first deployment (read again, as a restarted runtime does) still runs version 1's.
     stored("update-alias", "--function-name", "app", "--name", "prod", "--function-version", "2")
-    moved = source.functions(store.create_deployment(group_id, version, "NewDeployment"))[0]
+    moved = source.functions(deploy())[0]
     assert moved.version == "2" and (moved.code_dir / "app.py").read_text().startswith("VERSION = 2")
-    assert (app.code_dir / "app.py").read_text().startswith("VERSION = 1")  # version 1's code is untouched
+    again = source.functions(store.deployment(group_id, first["DeploymentId"]))[0]
+    assert again == app and (again.code_dir / "app.py").read_text().startswith("VERSION = 1")
+    # A deployment record without recorded versions resolves the qualifiers when it is read.
+    assert source.functions(store.create_deployment(group_id, version, "NewDeployment"))[0].version == "2"
 
 
 def test_functions_that_cannot_be_deployed_fail_the_deployment_naming_them(stored, tmp_path):
@@ -152,3 +164,20 @@ def test_functions_that_cannot_be_deployed_fail_the_deployment_naming_them(store
                                          "NewDeployment")
     with pytest.raises(FunctionResolutionError, match="ResourceAccessPolicies names resource 'camera'"):
         LocalDeployments(store, group_id, "us-west-2").functions(deployment)
+
+
+def test_create_deployment_records_the_version_each_alias_names_then(stored, tmp_path):
+    """`ggic create-deployment` (no runtime serving the group, no model to fetch) pins what `app:prod` names then;
+    moving the alias afterwards changes what the next deployment runs, not this one."""
+    definition = stored("create-function-definition", "--initial-version", json.dumps({"Functions": [
+        {"Id": "app", "FunctionArn": ARN + "app:prod"}]}))["LatestVersionArn"]
+    group_id = stored("create-group", "--name", "g", "--initial-version",
+                      json.dumps({"FunctionDefinitionVersionArn": definition}))["Id"]
+    deployed = stored("create-deployment", "--group-id", group_id, "--deployment-type", "NewDeployment")
+    assert "`ggic run --group" in stored.stderr  # nothing runs the group yet: the deployment waits for it
+    stored("update-alias", "--function-name", "app", "--name", "prod", "--function-version", "2")
+    store = GroupStore(stored.state_dir, "us-west-2")
+    record = store.deployment(group_id, deployed["DeploymentId"])
+    assert record["FunctionVersions"] == {ARN + "app:prod": "1"}
+    (app,) = LocalDeployments(store, group_id, "us-west-2").functions(record)
+    assert app.version == "1" and (app.code_dir / "app.py").read_text().startswith("VERSION = 1")

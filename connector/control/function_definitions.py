@@ -112,19 +112,34 @@ def validate_function_definition_version(version: Any, lambdas: LambdaFunctionSt
     return version, warnings
 
 
-def group_functions(state_dir: Path, version: Mapping[str, Any], resource_paths: Mapping[str, Path]) \
-        -> List[GroupFunction]:
+def resolved_versions(state_dir: Path, version: Mapping[str, Any]) -> Dict[str, str]:
+    """FunctionArn → the published version it names now, for each function of a definition version that resolves:
+    what a deployment records when it is created, so that it runs those versions however its aliases move later."""
+    lambdas = LambdaFunctionStore(state_dir)
+    versions = {}
+    for function in version.get("Functions") or []:
+        try:
+            versions[function["FunctionArn"]] = lambdas.resolve(function["FunctionArn"]).version
+        except LambdaError:
+            continue  # deployment_problems reports it
+    return versions
+
+
+def group_functions(state_dir: Path, version: Mapping[str, Any], resource_paths: Mapping[str, Path],
+                    versions: Optional[Mapping[str, str]] = None) -> List[GroupFunction]:
     """A function definition version's functions as the runtime runs them: each qualifier resolved to a published
-    version now (an alias moved since the definition was made deploys the version it names now), DefaultConfig
+    version (the one `versions` recorded when the deployment was created, else the one it names now), DefaultConfig
     applied, each ResourceAccessPolicy resolved to where its resource lies (`resource_paths`: Id → path).
     Raises FunctionResolutionError naming the first function that cannot be deployed, and why."""
     lambdas = LambdaFunctionStore(state_dir)
     default = version.get("DefaultConfig") or {}
     resolved = []
     for function in version.get("Functions") or []:
-        subject = f"function {function['Id']!r} ({function['FunctionArn']})"
+        arn = function["FunctionArn"]
+        subject = f"function {function['Id']!r} ({arn})"
+        recorded = (versions or {}).get(arn)
         try:
-            found = lambdas.resolve(function["FunctionArn"])
+            found = lambdas.resolve(f"{arn.rsplit(':', 1)[0]}:{recorded}" if recorded else arn)
         except LambdaError as exc:
             raise FunctionResolutionError(f"{subject}: {exc}") from None
         configuration = function.get("FunctionConfiguration") or {}

@@ -380,7 +380,10 @@ class GroupStore:
     def _deployment_path(self, group_id: str, deployment_id: str) -> Path:
         return self._group_dir(group_id) / "deployments" / f"{deployment_id}.json"
 
-    def create_deployment(self, group_id: str, version_id: str, deployment_type: str) -> dict:
+    def create_deployment(self, group_id: str, version_id: str, deployment_type: str,
+                          function_versions: Optional[Dict[str, str]] = None) -> dict:
+        """A new deployment record; `function_versions` (FunctionArn → published version) pins what its functions'
+        aliases named when it was created."""
         deployment_id = str(uuid.uuid4())
         with self._locked(group_id):
             now = _now()
@@ -396,6 +399,7 @@ class GroupStore:
                 "ErrorMessage": "",
                 "ErrorDetails": [],
                 "UpdatedAt": now,
+                "FunctionVersions": function_versions or {},
             }
             _write_json(self._deployment_path(group_id, deployment_id), deployment)
         return deployment
@@ -454,12 +458,13 @@ class LocalDeployments:
         return self._contents(deployment).subscriptions
 
     def functions(self, deployment: dict) -> List[GroupFunction]:
-        """The deployment's user Lambdas (its function definition version), resolved to stored versions now (an
-        alias names the version it names at deployment time). FunctionResolutionError names what cannot be
-        deployed (a function, version or alias gone; a resource the group version lacks)."""
+        """The deployment's user Lambdas (its function definition version), each at the published version its
+        qualifier named when the deployment was created (so a restarted runtime runs the same code). Raises
+        FunctionResolutionError naming what cannot be deployed (a function or version gone; a resource the group
+        version lacks)."""
         contents = self._contents(deployment)
         return function_definitions.group_functions(self.store.state_dir, contents.functions,
-                                                    contents.resource_paths)
+                                                    contents.resource_paths, deployment.get("FunctionVersions"))
 
     def current(self) -> Optional[dict]:
         """The deployment to run at start: the newest one that has not failed and has its models in place."""
