@@ -177,7 +177,6 @@ def test_the_documented_export_commands_produce_what_import_group_takes(tmp_path
     assert len(warnings_of(stderr)) == len(LEFT_OUT)
 
 
-@pytest.mark.skip(reason="needs i12-runtime")
 def test_an_imported_group_runs_and_its_lambdas_predictions_reach_the_broker(tmp_path, moto_endpoint, mqtt_broker):
     """The sample group, imported with its model's training job (moto) and its destination moved under tmp_path,
     deployed and run by `ggic run --group`: a request from the cloud reaches the pinned classifier Lambda (from its
