@@ -214,6 +214,7 @@ EOF
 constraints_for() {
     local version
     version=$("$1" -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null) || return 0
+    CONSTRAINTS=$GGIC_REPO/install/constraints.txt
     if [[ -f $GGIC_REPO/install/constraints/py$version.txt ]]; then
         CONSTRAINTS=$GGIC_REPO/install/constraints/py$version.txt
     fi
@@ -296,6 +297,7 @@ install_python_dependencies() {
         die "$VENV/bin/python does not run (was its Python removed?): delete $VENV and run $SCRIPT_NAME again"
     else
         say "virtual environment $VENV exists: checking and repairing what is in it"
+        constraints_for "$VENV/bin/python"  # the pins of the venv's own Python, whichever made it
         local broken=()
         mapfile -t broken < <(broken_distributions)
         if ((${#broken[@]})); then

@@ -221,6 +221,10 @@ def test_python38_install_serves_like_the_readme_greengrass_v1_step(tmp_path, gg
     [answer] = serve_and_invoke(venv, tmp_path / "state", digits_model, [image])
     assert len(answer) == 10 and max(range(10), key=answer.__getitem__) == digits.target[0]
     print(f"install/x86_64.sh --python python3.8 into a clean venv: {run.seconds:.1f} s")
+    # Rerun without --python (python3 is another Python here): the venv's own Python still chooses the pins.
+    again = install("x86_64.sh", "--dry-run", "--venv", str(venv), "--wheel", str(ggic_wheel))
+    assert again.returncode == 0, again.stderr
+    assert f"-c {INSTALL}/constraints/py38.txt {ggic_wheel}" in " ".join(commands(again.stdout))
 
 
 def test_a_python_outside_the_platform_range_is_refused(tmp_path):

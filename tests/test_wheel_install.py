@@ -14,7 +14,11 @@ from sklearn.datasets import load_digits
 
 from bench.material import REPO
 from examples.models.digits import digit_png, split
+from connector.devices.doctor import PINNED
+from install.constraints.resolve import runtime_requirements
 from tests.installs import serve_and_invoke, venv_python
+
+CONSTRAINTS = REPO / "install" / "constraints"
 
 
 
@@ -72,3 +76,36 @@ def test_the_lambda_zip_is_built_from_an_installed_ggic(installed_venv, tmp_path
                       f"{str(tmp_path / 'lambda.zip')!r}))")
     names = zipfile.ZipFile(tmp_path / "lambda.zip").namelist()
     assert "schemas/connectors.json" in names and "connector/image_classification/handler.py" in names
+
+
+def test_the_dependencies_follow_the_platform(ggic_wheel):
+    """setup.py's markers, evaluated for each machine as pip would there (install/constraints/resolve.py)."""
+    names = {machine: {r.split("<")[0].split("=")[0].lower().replace("_", "-")
+                       for r in runtime_requirements(ggic_wheel, machine, "3.11")}
+             for machine in ("x86_64", "aarch64", "armv7l")}
+    pure = {"jsonschema", "boto3", "prometheus-client", "paho-mqtt"}
+    assert names["x86_64"] == pure | {"mxnet", "numpy", "opencv-python-headless", "onnxruntime"}
+    assert names["aarch64"] == pure | {"numpy", "opencv-python-headless", "onnxruntime"}
+    assert names["armv7l"] == pure | {"numpy"}
+    assert "numpy<1.24" in runtime_requirements(ggic_wheel, "x86_64", "3.11")
+    assert "numpy" in runtime_requirements(ggic_wheel, "aarch64", "3.11")
+
+
+def pins(path):
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return dict(line.split("==", 1) for line in lines if "==" in line)
+
+
+def test_every_python_has_pins_for_every_runtime_dependency_and_the_device_pins():
+    """The per-Python files pin what ggic installs on x86_64 (3.8-3.10) or aarch64 (3.12, 3.13), with the OpenCV
+    (and, with MXNet, the numpy) that `ggic doctor` expects."""
+    files = sorted(CONSTRAINTS.glob("py*.txt"))
+    assert [f.name for f in files] == ["py310.txt", "py312.txt", "py313.txt", "py38.txt", "py39.txt"]
+    for path in files:
+        pinned = {name.lower().replace("_", "-"): version for name, version in pins(path).items()}
+        required = {"numpy", "opencv-python-headless", "onnxruntime", "jsonschema", "boto3", "prometheus-client",
+                    "paho-mqtt"}
+        assert required <= set(pinned), f"{path.name}: {sorted(required - set(pinned))} unpinned"
+        assert pinned["opencv-python-headless"] == PINNED["opencv-python-headless"], path.name
+        if path.name in ("py38.txt", "py39.txt", "py310.txt"):  # x86_64 too: MXNet and its numpy
+            assert pinned["mxnet"] == PINNED["mxnet"] and pinned["numpy"] == PINNED["numpy"], path.name
