@@ -1,16 +1,22 @@
 # Two commands do everything on a fresh machine: `make run` (the demo) and `make test`.
-# Both create .venv and install the pinned dependencies (install/constraints.txt) first: `make run` only what the
-# demo needs, `make test` the test and ONNX extras too. pip shows what it fetches; each step says what it does.
+# Both create .venv and install the pinned dependencies (install/constraints.txt, or install/constraints/pyXY.txt
+# for a Python that needs its own pins) first: `make run` only what the demo needs, `make test` the test and ONNX
+# extras too. pip shows what it fetches; each step says what it does. `make wheel` builds build/dist/ggic-*.whl, the
+# package install/*.sh installs (make test builds it and installs it into clean venvs: tests/test_wheel_install.py).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The pins for that Python: its own file where one set cannot serve every Python (install/constraints/resolve.py).
+PYTHON_TAG  := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])')
+CONSTRAINTS := $(firstword $(wildcard install/constraints/py$(PYTHON_TAG).txt) install/constraints.txt)
+WHEEL_DIR := build/dist
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUN_STAMP := $(VENV)/.run-stamp
-PIP    := $(BIN)/pip install --disable-pip-version-check --progress-bar on -c install/constraints.txt
+PIP    := $(BIN)/pip install --disable-pip-version-check --progress-bar on -c $(CONSTRAINTS)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test bench bench-overload venv mosquitto clients lambda-zip clean
+.PHONY: run test wheel bench bench-overload venv mosquitto clients lambda-zip clean
 
 venv: $(STAMP)
 
@@ -19,7 +25,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # What the demo needs: ggic, MXNet, numpy, OpenCV and the demo's model and photo packages (about 400 MB).
-$(RUN_STAMP): setup.py install/constraints.txt | $(VENV)/bin/python
+$(RUN_STAMP): setup.py $(CONSTRAINTS) | $(VENV)/bin/python
 	@echo "==> installing ggic and what the demo needs into $(VENV) (pinned; about 2 minutes the first time)"
 	$(PIP) -e '.[demo]'
 	touch $(RUN_STAMP)
@@ -36,6 +42,14 @@ run: $(RUN_STAMP)
 
 test: $(STAMP) mosquitto clients
 	$(BIN)/python -m pytest -q tests
+
+# The wheel (pure Python, every platform): the packages, the schemas and catalog as package data. setuptools builds
+# in build/lib, so what an earlier build left there is removed first (it would end up in the wheel).
+wheel:
+	@echo "==> building $(WHEEL_DIR)/ggic-*.whl"
+	rm -rf build/lib build/bdist.* $(WHEEL_DIR)/ggic-*.whl
+	$(PYTHON) -m pip wheel --disable-pip-version-check --no-deps --quiet -w $(WHEEL_DIR) .
+	@ls $(WHEEL_DIR)/ggic-*.whl
 
 # tests/test_real_clients.py runs the Lambdas users have: every greengrasssdk release and numpy for Python 2.7, 3.7
 # and 3.8, installed from PyPI into build/clients/ (once; a Python this machine lacks is skipped with the reason).

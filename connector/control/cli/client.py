@@ -97,7 +97,9 @@ def load_client_environment(state_dir: Path) -> Dict[str, str]:
         raise CLIError(f"the runtime that wrote {env_file} is no longer running: start `ggic run` again") from None
     environment = {}
     for line in env_file.read_text().splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
+        if line.startswith("export "):  # not str.removeprefix: ggic runs on Python 3.8
+            line = line[len("export "):]
+        name, _, value = line.partition("=")
         environment[name] = value
     environment[TOKEN_VARIABLE] = issue_client_token(state_dir, state)
     return environment
