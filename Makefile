@@ -16,7 +16,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 PIP    := $(BIN)/pip install --disable-pip-version-check --progress-bar on -c $(CONSTRAINTS)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test wheel bench bench-overload venv mosquitto clients lambda-zip clean
+.PHONY: run test wheel wheelhouse bench bench-overload venv mosquitto clients lambda-zip clean
 
 venv: $(STAMP)
 
@@ -40,7 +40,7 @@ run: $(RUN_STAMP)
 	@echo "==> running the demo (examples/demo.py); afterwards: source $(VENV)/bin/activate, then ggic --help"
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) mosquitto clients
+test: $(STAMP) mosquitto clients wheelhouse
 	$(BIN)/python -m pytest -q tests
 
 # The wheel (pure Python, every platform): the packages, the schemas and catalog as package data. setuptools builds
@@ -50,6 +50,11 @@ wheel:
 	rm -rf build/lib build/bdist.* $(WHEEL_DIR)/ggic-*.whl
 	$(PYTHON) -m pip wheel --disable-pip-version-check --no-deps --quiet -w $(WHEEL_DIR) .
 	@ls $(WHEEL_DIR)/ggic-*.whl
+
+# The install tests (tests/test_install.py, ...) run install/x86_64.sh for real but offline: pip takes the packages
+# from build/wheelhouse/, downloaded here once (tests/wheelhouse.py) for this Python and Python 3.8.
+wheelhouse: $(STAMP) wheel
+	$(BIN)/python tests/wheelhouse.py
 
 # tests/test_real_clients.py runs the Lambdas users have: every greengrasssdk release and numpy for Python 2.7, 3.7
 # and 3.8, installed from PyPI into build/clients/ (once; a Python this machine lacks is skipped with the reason).

@@ -1,9 +1,9 @@
 """ggic installed as users install it: the wheel `make wheel` builds, installed by install/x86_64.sh into a clean venv.
 
 Shared by tests/test_wheel_install.py, tests/test_install.py and tests/test_greengrass.py (fixtures in conftest.py):
-the wheel and the Python 3.11 venv are built once per session. Installing resolves against PyPI with the pins
-(install/constraints.txt, or install/constraints/pyXY.txt for that Python), so pip's cache makes every run after
-the first one quick. Everything an installed ggic runs is started from the venv's own `bin/`, in a directory outside
+the wheel and the Python 3.11 venv are built once per session. Installing resolves with the pins
+(install/constraints.txt, or install/constraints/pyXY.txt for that Python) offline, from build/wheelhouse/
+(`make wheelhouse`, tests/wheelhouse.py). Everything an installed ggic runs is started from the venv's own `bin/`, in a directory outside
 the checkout and without PYTHONPATH, so nothing is imported from the source tree.
 """
 
@@ -20,9 +20,10 @@ from typing import Dict, List, Optional
 
 from bench.harness import START_TIMEOUT_S, connector_entry
 from bench.material import REPO
+from tests.wheelhouse import WHEELHOUSE
 
 INSTALL_SCRIPTS = REPO / "install"
-INSTALL_TIMEOUT_S = 900  # a cold pip cache downloads about 300 MB
+INSTALL_TIMEOUT_S = 600  # from the wheelhouse: about a minute on 2 busy cores
 SERVICE = "imageClassification"
 
 
@@ -49,6 +50,8 @@ def clean_env(extra_path: Optional[Path] = None) -> Dict[str, str]:
     if extra_path is not None:
         paths.insert(0, str(extra_path))
     env["PATH"] = os.pathsep.join(paths)
+    # Offline: pip installs from the wheelhouse `make test` downloaded (tests/wheelhouse.py), never from an index.
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(WHEELHOUSE))
     return env
 
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from bench.harness import REPO, ggic
+from client_packages import sdk_dir
 
 EXPORT = REPO / "tests" / "data" / "aws-group"
 FUNCTIONS = ("imageClassifier", "predictionLogger")
+ML_SDK_PACKAGES = ("greengrass_machine_learning_sdk", "greengrass_common", "greengrass_ipc_python_sdk")
 LAMBDA = "arn:aws:lambda:us-west-2:123456789012:function:"
 # What the sample group holds that ggic does not run: one warning each, naming it.
 LEFT_OUT = [
@@ -43,12 +45,17 @@ LEFT_OUT = [
 
 def zip_lambdas(folder: Path) -> Path:
     """Each sample function's package, named after the function, as `aws lambda get-function`'s Code.Location
-    downloads it."""
+    downloads it: its code beside the SDKs it bundles, as the AWS samples' packages hold them (greengrasssdk 1.6.1
+    from PyPI, installed by `make clients`, and the ML SDK)."""
     folder.mkdir(parents=True, exist_ok=True)
+    bundled = [sdk_dir("1.6.1") / "greengrasssdk"] + [REPO / "ml_sdk" / package for package in ML_SDK_PACKAGES]
     for name in FUNCTIONS:
         with zipfile.ZipFile(folder / f"{name}.zip", "w") as archive:
             for source in sorted((EXPORT / "lambdas" / name).iterdir()):
                 archive.write(source, source.name)
+            for package in bundled:
+                for source in sorted(package.rglob("*.py")):
+                    archive.write(source, str(source.relative_to(package.parent)))
     return folder
 
 
