@@ -42,8 +42,11 @@ from examples.models import resnet  # noqa: E402
 from examples.models._artifact import write_artifact  # noqa: E402
 
 MAX_ABS_DIFF = 1e-5
+# Measured, from the float64 answer (ResNet-152 / -200): MXNet float32 1.4e-4 / 2.3e-4, ONNX Runtime 1.2e-4 /
+# 8.1e-5, cv2.dnn without Winograd 3.4e-5 / 2.9e-4.
+NOISE_FACTOR = 2
 SLOW = bool(os.environ.get("CONVERTER_ALL_DEPTHS"))
-slow = pytest.mark.skipif(not SLOW, reason="every other num_layers: set CONVERTER_ALL_DEPTHS=1 (about 3 min more)")
+slow = pytest.mark.skipif(not SLOW, reason="every other num_layers: set CONVERTER_ALL_DEPTHS=1 (about 2 min more)")
 
 
 def _files(model_dir: Path):
@@ -62,27 +65,69 @@ def _mxnet_forward(model_dir: Path, tensor: np.ndarray) -> np.ndarray:
     return module.get_outputs()[0].asnumpy()
 
 
+def _mxnet_float64_forward(model_dir: Path, tensor: np.ndarray) -> np.ndarray:
+    """The same forward in float64 (MXNet's own operators, no MKLDNN): the exact answer up to float64 rounding, to
+    measure how far MXNet's float32 forward itself is from it."""
+    artifact = locate(model_dir)
+    symbol, args, auxs = mx.model.load_checkpoint(str(model_dir / artifact.prefix), artifact.epoch)
+    previous = os.environ.get("MXNET_SUBGRAPH_BACKEND")
+    os.environ["MXNET_SUBGRAPH_BACKEND"] = "NONE"
+    try:
+        executor = symbol.simple_bind(mx.cpu(), grad_req="null", type_dict={"data": "float64"}, data=tensor.shape)
+    finally:
+        if previous is None:
+            del os.environ["MXNET_SUBGRAPH_BACKEND"]
+        else:
+            os.environ["MXNET_SUBGRAPH_BACKEND"] = previous
+    executor.copy_params_from({k: v.astype("float64") for k, v in args.items()},
+                              {k: v.astype("float64") for k, v in auxs.items()}, allow_extra_params=True)
+    return executor.forward(is_train=False, data=mx.nd.array(tensor, dtype="float64"))[0].asnumpy()
+
+
 def _onnx_runtime(onnx_path: Path, tensor: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     return session.run(None, {"data": tensor})[0]
 
 
 def _opencv(onnx_path: Path, tensor: np.ndarray) -> np.ndarray:
+    """cv2.dnn as OpenCV 4.6 (Debian Bookworm armhf) computes: without the Winograd 3x3 convolutions that 4.7 added
+    (with them, 4.10 is 2.4e-5 from MXNet on ResNet-34, 17x MXNet's own float32 error)."""
     net = cv2.dnn.readNetFromONNX(str(onnx_path))
+    if hasattr(net, "enableWinograd"):
+        net.enableWinograd(False)
     net.setInput(tensor)
     return net.forward()
 
 
-def _assert_same_answers(model_dir: Path, onnx_path: Path, tensors: dict) -> float:
+def _assert_same_answers(model_dir: Path, onnx_path: Path, tensors: dict, noise_aware: bool = False) -> float:
+    """Same top-1 as MXNet's float32 forward and max |dp| <= 1e-5 from it.
+
+    With `noise_aware` (random-weight ResNets of 34 layers and more) float32 rounding alone moves an answer by more
+    than 1e-5: MXNet's own float32 forward is up to 2.3e-4 from its float64 forward on ResNet-200. There an engine
+    more than 1e-5 from MXNet must be at most NOISE_FACTOR times as far from the float64 answer as MXNet is: no
+    less exact than MXNet itself, which a translation error (a wrong epsilon, padding or gamma) is not.
+    """
     worst = 0.0
     for name, tensor in tensors.items():
         expected = _mxnet_forward(model_dir, tensor)
+        exact = None
         for engine, got in (("onnxruntime", _onnx_runtime(onnx_path, tensor)), ("cv2.dnn", _opencv(onnx_path, tensor))):
             assert got.shape == expected.shape, f"{engine} {name}: shape {got.shape} != MXNet's {expected.shape}"
-            diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
-            assert diff <= MAX_ABS_DIFF, f"{engine} {name}: max |dp| {diff:.2e}"
             assert got.argmax() == expected.argmax(), f"{engine} {name}: top-1 {got.argmax()} != {expected.argmax()}"
+            diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
             worst = max(worst, diff)
+            if diff <= MAX_ABS_DIFF:
+                continue
+            assert noise_aware, f"{engine} {name}: max |dp| {diff:.2e} > {MAX_ABS_DIFF:.0e}"
+            if exact is None:
+                exact = _mxnet_float64_forward(model_dir, tensor)
+            mxnet_error = float(np.max(np.abs(expected - exact)))
+            engine_error = float(np.max(np.abs(got - exact)))
+            print(f"{engine} {name}: {diff:.2e} from MXNet float32; from the float64 answer: {engine_error:.2e}, "
+                  f"MXNet float32 {mxnet_error:.2e}")
+            assert engine_error <= NOISE_FACTOR * mxnet_error, (
+                f"{engine} {name}: max |dp| {diff:.2e} from MXNet, and {engine_error:.2e} from the float64 answer "
+                f"(MXNet float32: {mxnet_error:.2e})")
     return worst
 
 
@@ -251,7 +296,7 @@ def test_every_sagemaker_resnet_answers_like_mxnet(num_layers, image_shape, pict
     classes = 1000 if shape[1] > 32 else 10
     peak = float(_mxnet_forward(model_dir, tensor).max())
     assert peak > 2 / classes, f"MXNet's answer is nearly uniform (top p {peak:.4f}): a weak comparison"
-    worst = _assert_same_answers(model_dir, Path(conversion.onnx_path), {picture: tensor})
+    worst = _assert_same_answers(model_dir, Path(conversion.onnx_path), {picture: tensor}, noise_aware=True)
     print(f"ResNet-{num_layers} {image_shape}: {conversion.seconds:.2f} s to convert, top p {peak:.3f}, "
           f"max |dp| {worst:.2e}")
 
@@ -371,3 +416,14 @@ def test_the_cache_is_reused_then_rebuilt_when_the_artifact_changes_or_the_file_
     np.testing.assert_allclose(changed, _mxnet_forward(model_dir, tensor), atol=MAX_ABS_DIFF)
     assert sorted(p.name for p in (cache / "onnx").iterdir()) == sorted(
         [onnx_path.name, sidecar.name, onnx_path.with_suffix(".lock").name])
+
+
+def test_the_conversion_bench_prints_its_table_and_writes_json(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.conversion", "--runs", "1", "--models", "efficientnet-lite0",
+                           "--json", str(tmp_path / "conversion.json")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "verified load s" in done.stdout and "efficientnet-lite0" in done.stdout
+    (entry,) = json.loads((tmp_path / "conversion.json").read_text())["models"]
+    assert entry["nodes"] == 150 and entry["onnx_mb"] > 18
+    assert entry["first_load_s"] > entry["child_convert_s"] > 0 and entry["verified_load_s"]["median"] > 0
