@@ -37,7 +37,7 @@ from connector.image_classification import mxnet_params  # noqa: E402
 from connector.image_classification.artifact import locate  # noqa: E402
 from connector.image_classification.errors import ParamsFormatError, UnsupportedOperatorError  # noqa: E402
 from connector.image_classification.onnx_cache import cached_onnx, entry_paths  # noqa: E402
-from connector.image_classification.onnx_export import IR_VERSION, ONNX_OPSET, convert  # noqa: E402
+from connector.image_classification.onnx_export import IR_VERSION, ONNX_OPSET, TARGETS, convert  # noqa: E402
 from examples.models import resnet  # noqa: E402
 from examples.models._artifact import write_artifact  # noqa: E402
 
@@ -99,8 +99,17 @@ def _opencv(onnx_path: Path, tensor: np.ndarray) -> np.ndarray:
     return net.forward()
 
 
-def _assert_same_answers(model_dir: Path, onnx_path: Path, tensors: dict, noise_aware: bool = False) -> float:
-    """Same top-1 as MXNet's float32 forward and max |dp| <= 1e-5 from it.
+def _convert_for_both(model_dir: Path, shape, dest: Path):
+    """The artifact converted for ONNX Runtime and for OpenCV (only `clip` differs): (conversion, paths)."""
+    symbol, params = _files(model_dir)
+    conversion = convert(symbol, params, shape, dest / "model.onnx")
+    for_opencv = convert(symbol, params, shape, dest / "model-opencv.onnx", target="opencv")
+    return conversion, (Path(conversion.onnx_path), Path(for_opencv.onnx_path))
+
+
+def _assert_same_answers(model_dir: Path, onnx_paths, tensors: dict, noise_aware: bool = False) -> float:
+    """Same top-1 as MXNet's float32 forward and max |dp| <= 1e-5 from it, for ONNX Runtime on `onnx_paths[0]`
+    and cv2.dnn on `onnx_paths[1]`.
 
     With `noise_aware` (random-weight ResNets of 34 layers and more) float32 rounding alone moves an answer by more
     than 1e-5: MXNet's own float32 forward is up to 2.3e-4 from its float64 forward on ResNet-200. There an engine
@@ -111,7 +120,8 @@ def _assert_same_answers(model_dir: Path, onnx_path: Path, tensors: dict, noise_
     for name, tensor in tensors.items():
         expected = _mxnet_forward(model_dir, tensor)
         exact = None
-        for engine, got in (("onnxruntime", _onnx_runtime(onnx_path, tensor)), ("cv2.dnn", _opencv(onnx_path, tensor))):
+        for engine, got in (("onnxruntime", _onnx_runtime(onnx_paths[0], tensor)),
+                            ("cv2.dnn", _opencv(onnx_paths[1], tensor))):
             assert got.shape == expected.shape, f"{engine} {name}: shape {got.shape} != MXNet's {expected.shape}"
             assert got.argmax() == expected.argmax(), f"{engine} {name}: top-1 {got.argmax()} != {expected.argmax()}"
             diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
@@ -259,18 +269,25 @@ def test_fix_gamma_batchnorm_runs_with_gamma_one_as_in_mxnet(digits_onnx):
 
 # ---- answers against MXNet -----------------------------------------------------------------------------------
 
-def test_the_trained_digits_model_answers_like_mxnet(digits_onnx):
+def test_the_trained_digits_model_answers_like_mxnet(tmp_path):
     tensors = {f"digit-{i}": _digit_tensor(i, (3, 28, 28)) for i in (0, 7, 1000)}
     tensors["photo-chelsea"] = _photo_tensor("chelsea", (3, 28, 28))
-    worst = _assert_same_answers(DIGITS_MODEL, Path(digits_onnx.onnx_path), tensors)
+    _, paths = _convert_for_both(DIGITS_MODEL, (3, 28, 28), tmp_path)
+    worst = _assert_same_answers(DIGITS_MODEL, paths, tensors)
     print(f"digits ResNet-20: max |dp| {worst:.2e}")
 
 
 def test_the_demo_efficientnet_answers_like_mxnet_on_real_photos(efficientnet_model, tmp_path):
-    conversion = convert(*_files(efficientnet_model), (3, 224, 224), tmp_path / "efficientnet.onnx")
-    onnx.checker.check_model(onnx.load(conversion.onnx_path), full_check=True)
+    conversion, paths = _convert_for_both(efficientnet_model, (3, 224, 224), tmp_path)
+    ops = []
+    for path in paths:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+        ops.append({n.op_type for n in model.graph.node})
+    # ReLU6 is a Clip for ONNX Runtime (fused into the convolution); OpenCV 4.6 reads Clip only without inputs.
+    assert "Clip" in ops[0] and "Clip" not in ops[1] and ops[1] - ops[0] == {"Relu", "Sub"}
     tensors = {name: _photo_tensor(name, (3, 224, 224)) for name in ("coffee", "grace_hopper")}
-    worst = _assert_same_answers(efficientnet_model, Path(conversion.onnx_path), tensors)
+    worst = _assert_same_answers(efficientnet_model, paths, tensors)
     top = int(_onnx_runtime(Path(conversion.onnx_path), tensors["coffee"]).argmax())
     assert top == 967, f"coffee is espresso (967) for EfficientNet-Lite0, got {top}"
     print(f"EfficientNet-Lite0: {conversion.seconds:.2f} s to convert, max |dp| {worst:.2e}")
@@ -290,13 +307,13 @@ DEPTHS = [
 def test_every_sagemaker_resnet_answers_like_mxnet(num_layers, image_shape, picture, tmp_path):
     shape = resnet.parse_image_shape(image_shape)
     model_dir = _randomised_resnet(tmp_path / "model", num_layers, image_shape, 1000 if shape[1] > 32 else 10)
-    conversion = convert(*_files(model_dir), shape, tmp_path / "model.onnx")
+    conversion, paths = _convert_for_both(model_dir, shape, tmp_path)
     assert conversion.fixed_gamma == ["bn_data"]
     tensor = _digit_tensor(7, shape) if picture == "digit" else _photo_tensor(picture, shape)
     classes = 1000 if shape[1] > 32 else 10
     peak = float(_mxnet_forward(model_dir, tensor).max())
     assert peak > 2 / classes, f"MXNet's answer is nearly uniform (top p {peak:.4f}): a weak comparison"
-    worst = _assert_same_answers(model_dir, Path(conversion.onnx_path), {picture: tensor}, noise_aware=True)
+    worst = _assert_same_answers(model_dir, paths, {picture: tensor}, noise_aware=True)
     print(f"ResNet-{num_layers} {image_shape}: {conversion.seconds:.2f} s to convert, top p {peak:.3f}, "
           f"max |dp| {worst:.2e}")
 
@@ -324,13 +341,14 @@ def test_the_other_translated_operators_answer_like_mxnet(tmp_path):
     args = {n: mx.nd.array(rng.normal(0, 0.3, s)) for n, s in zip(out.list_arguments(), arg_shapes) if n != "data"}
     auxs = {n: mx.nd.array(rng.uniform(0.5, 1.5, s)) for n, s in zip(out.list_auxiliary_states(), aux_shapes)}
     model_dir = write_artifact(tmp_path / "zoo", out, args, auxs, 1, shape)
-    conversion = convert(*_files(model_dir), shape, tmp_path / "zoo.onnx")
-    onnx.checker.check_model(onnx.load(conversion.onnx_path), full_check=True)
     tensor = rng.uniform(0, 1, (1, *shape)).astype(np.float32)
     expected = _mxnet_forward(model_dir, tensor)
-    got = _onnx_runtime(Path(conversion.onnx_path), tensor)
-    assert got.shape == expected.shape == (1, 7)
-    assert float(np.max(np.abs(got - expected))) <= MAX_ABS_DIFF and got.argmax() == expected.argmax()
+    for target in TARGETS:  # the OpenCV form of clip(-0.5, 0.5) is checked by ONNX Runtime too
+        conversion = convert(*_files(model_dir), shape, tmp_path / f"zoo-{target}.onnx", target=target)
+        onnx.checker.check_model(onnx.load(conversion.onnx_path), full_check=True)
+        got = _onnx_runtime(Path(conversion.onnx_path), tensor)
+        assert got.shape == expected.shape == (1, 7)
+        assert float(np.max(np.abs(got - expected))) <= MAX_ABS_DIFF and got.argmax() == expected.argmax(), target
 
 
 # ---- refusals and independence from MXNet -------------------------------------------------------------------
@@ -416,6 +434,10 @@ def test_the_cache_is_reused_then_rebuilt_when_the_artifact_changes_or_the_file_
     np.testing.assert_allclose(changed, _mxnet_forward(model_dir, tensor), atol=MAX_ABS_DIFF)
     assert sorted(p.name for p in (cache / "onnx").iterdir()) == sorted(
         [onnx_path.name, sidecar.name, onnx_path.with_suffix(".lock").name])
+    # The OpenCV form has its own entry beside it.
+    for_opencv = cached_onnx(locate(model_dir), shape, cache, target="opencv")
+    assert for_opencv != onnx_path and for_opencv.name.endswith("-opencv.onnx") and onnx_path.is_file()
+    assert json.loads(for_opencv.with_suffix(".json").read_text())["target"] == "opencv"
 
 
 def test_the_conversion_bench_prints_its_table_and_writes_json(tmp_path):

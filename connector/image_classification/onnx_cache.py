@@ -29,7 +29,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from connector.image_classification.artifact import ModelArtifact
 from connector.image_classification.errors import ModelArtifactError, error_class
-from connector.image_classification.onnx_export import CONVERTER_VERSION, convert
+from connector.image_classification.onnx_export import CONVERTER_VERSION, TARGETS, convert
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ def file_sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
-def artifact_digest(artifact: ModelArtifact, shape: Tuple[int, int, int]) -> str:
-    """What the converted model depends on: the converter version, the input shape, the symbol and params bytes
-    (each length-prefixed, so moving bytes between the files changes the digest)."""
-    sha = hashlib.sha256(f"ggic-onnx converter {CONVERTER_VERSION} shape {tuple(shape)}\n".encode())
+def artifact_digest(artifact: ModelArtifact, shape: Tuple[int, int, int], target: str = "onnxruntime") -> str:
+    """What the converted model depends on: the converter version, the target, the input shape, the symbol and
+    params bytes (each length-prefixed, so moving bytes between the files changes the digest)."""
+    sha = hashlib.sha256(f"ggic-onnx converter {CONVERTER_VERSION} {target} shape {tuple(shape)}\n".encode())
     for path in (artifact.symbol_path, artifact.params_path):
         sha.update(f"{path.stat().st_size}\n".encode())
         with open(path, "rb") as handle:
@@ -61,14 +61,15 @@ def artifact_digest(artifact: ModelArtifact, shape: Tuple[int, int, int]) -> str
     return sha.hexdigest()
 
 
-def entry_paths(artifact: ModelArtifact, shape: Tuple[int, int, int], cache_dir: Optional[Path]
-                ) -> Tuple[Path, Path]:
-    """(ONNX file, sidecar) of the artifact's cache entry, named after where the artifact is (not its bytes), so
-    a changed artifact replaces its entry instead of leaving the old one behind."""
+def entry_paths(artifact: ModelArtifact, shape: Tuple[int, int, int], cache_dir: Optional[Path],
+                target: str = "onnxruntime") -> Tuple[Path, Path]:
+    """(ONNX file, sidecar) of the artifact's cache entry for `target`, named after where the artifact is (not its
+    bytes), so a changed artifact replaces its entry instead of leaving the old one behind."""
     where = f"{artifact.directory.resolve()}\0{artifact.prefix}\0{tuple(shape)}".encode()
     key = hashlib.sha256(where).hexdigest()[:16]
+    name = f"{artifact.prefix}-{key}" + ("" if target == "onnxruntime" else f"-{target}")
     root = cache_root(cache_dir)
-    return root / f"{artifact.prefix}-{key}.onnx", root / f"{artifact.prefix}-{key}.json"
+    return root / f"{name}.onnx", root / f"{name}.json"
 
 
 def stale_reason(onnx_path: Path, sidecar: Path, digest: str) -> Optional[str]:
@@ -105,26 +106,32 @@ def _write_atomically(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-def cached_onnx(artifact: ModelArtifact, shape: Tuple[int, int, int], cache_dir: Optional[Path]) -> Path:
-    """The artifact converted to ONNX for input 1xCxHxW, from the cache when a verified conversion is there."""
+def cached_onnx(artifact: ModelArtifact, shape: Tuple[int, int, int], cache_dir: Optional[Path],
+                target: str = "onnxruntime") -> Path:
+    """The artifact converted to ONNX for input 1xCxHxW, from the cache when a verified conversion is there.
+
+    `target` is the engine that reads it: "onnxruntime", or "opencv" for cv2.dnn (onnx_export.TARGETS)."""
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r} is not one of {TARGETS}")
     shape = tuple(int(d) for d in shape)  # type: ignore[assignment]
-    onnx_path, sidecar = entry_paths(artifact, shape, cache_dir)
+    onnx_path, sidecar = entry_paths(artifact, shape, cache_dir, target)
     onnx_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _locked(onnx_path.with_suffix(".lock")):
-        digest = artifact_digest(artifact, shape)
+        digest = artifact_digest(artifact, shape, target)
         reason = stale_reason(onnx_path, sidecar, digest)
         if reason is None:
             log.debug("using the cached ONNX conversion %s of %s", onnx_path, artifact.describe())
             return onnx_path
         if reason == "not converted yet":
-            log.info("converting %s to ONNX for input %s", artifact.describe(), "x".join(map(str, (1, *shape))))
+            log.info("converting %s to ONNX for %s, input %s", artifact.describe(), target,
+                     "x".join(map(str, (1, *shape))))
         else:
             log.warning("converting %s to ONNX again: the cached %s cannot be used: %s", artifact.describe(),
                         onnx_path.name, reason)
-        conversion = convert_in_child(artifact, shape, onnx_path.with_name(onnx_path.name + ".new"))
+        conversion = convert_in_child(artifact, shape, onnx_path.with_name(onnx_path.name + ".new"), target)
         staged = Path(conversion["onnx_path"])
         record = {"artifact_digest": digest, "onnx_sha256": file_sha256(staged),
-                  "converter_version": CONVERTER_VERSION, "input_shape": [1, *shape],
+                  "converter_version": CONVERTER_VERSION, "target": target, "input_shape": [1, *shape],
                   "symbol": str(artifact.symbol_path), "params": str(artifact.params_path),
                   "onnx_bytes": conversion["onnx_bytes"], "seconds": conversion["seconds"],
                   "fixed_gamma": conversion["fixed_gamma"]}
@@ -138,10 +145,11 @@ def cached_onnx(artifact: ModelArtifact, shape: Tuple[int, int, int], cache_dir:
     return onnx_path
 
 
-def convert_in_child(artifact: ModelArtifact, shape: Tuple[int, int, int], onnx_path: Path) -> dict:
+def convert_in_child(artifact: ModelArtifact, shape: Tuple[int, int, int], onnx_path: Path,
+                     target: str = "onnxruntime") -> dict:
     """Run `convert` in a child Python; its error comes back as the same ModelArtifactError subclass."""
     command = [sys.executable, "-m", "connector.image_classification.onnx_cache", str(artifact.symbol_path),
-               str(artifact.params_path), ",".join(map(str, shape)), str(onnx_path)]
+               str(artifact.params_path), ",".join(map(str, shape)), str(onnx_path), target]
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     try:
@@ -164,14 +172,16 @@ def convert_in_child(artifact: ModelArtifact, shape: Tuple[int, int, int], onnx_
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """`python -m connector.image_classification.onnx_cache SYMBOL PARAMS C,H,W OUT.onnx`: convert; print the
-    Conversion, or the error's class and message, as one JSON line."""
-    symbol, params, shape_text, out = argv if argv is not None else sys.argv[1:]
+    """`python -m connector.image_classification.onnx_cache SYMBOL PARAMS C,H,W OUT.onnx [TARGET]`: convert; print
+    the Conversion, or the error's class and message, as one JSON line."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    symbol, params, shape_text, out = args[:4]
+    target = args[4] if len(args) > 4 else "onnxruntime"
     shape = tuple(int(part) for part in shape_text.split(","))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     source = f"{Path(symbol).name} + {Path(params).name} in {Path(symbol).parent}"
     try:
-        conversion = convert(Path(symbol), Path(params), shape, Path(out), source)  # type: ignore[arg-type]
+        conversion = convert(Path(symbol), Path(params), shape, Path(out), source, target)  # type: ignore[arg-type]
     except (ModelArtifactError, OSError) as exc:
         name = exc.__class__.__name__ if isinstance(exc, ModelArtifactError) else "ModelArtifactError"
         print(json.dumps({"error": name, "message": str(exc) if isinstance(exc, ModelArtifactError)

@@ -44,6 +44,12 @@ IR_VERSION = 7
 CONVERTER_VERSION = 1
 INPUT_NAME = "data"
 PRODUCER = "ggic-onnx-export"
+# Who reads the file. "onnxruntime": the plain translation. "opencv": the same graph readable by OpenCV 4.6's
+# cv2.dnn (Debian Bookworm armhf), whose ONNX importer accepts `Clip` only in its pre-opset-11 form (min/max as
+# attributes, which opset 13 forbids): there clip(x, lo, hi) is written as hi - Relu(hi - lo - Relu(x - lo)).
+# Not the default because ONNX Runtime fuses Clip into the convolution before it: with the Relu form
+# EfficientNet-Lite0 took 2.6x as long per forward.
+TARGETS = ("onnxruntime", "opencv")
 
 _FLOAT = onnx_proto.TENSOR_TYPES[np.dtype(np.float32)]
 
@@ -125,9 +131,10 @@ class _Node:
 
 
 class _Builder:
-    def __init__(self, params: Dict[str, np.ndarray], source: str) -> None:
+    def __init__(self, params: Dict[str, np.ndarray], source: str, target: str) -> None:
         self.params = params
         self.source = source
+        self.target = target
         self.nodes: List[onnx_proto.Message] = []
         self.initializers: List[onnx_proto.Message] = []
         self.names: set = set()
@@ -301,9 +308,31 @@ def _leaky_relu(b: _Builder, attrs, inputs):
 
 def _clip(b: _Builder, attrs, inputs):
     x = inputs[0]
-    low = b.constant(f"{b.node.name}_min", np.array(_float(attrs, "a_min", -np.inf), np.float32))
-    high = b.constant(f"{b.node.name}_max", np.array(_float(attrs, "a_max", np.inf), np.float32))
-    return [b.emit("Clip", [b.tensor(x), low, high], x.shape)]
+    lo, hi = float(_float(attrs, "a_min", -np.inf)), float(_float(attrs, "a_max", np.inf))
+    if b.target != "opencv":
+        low = b.constant(f"{b.node.name}_min", np.array(lo, np.float32))
+        high = b.constant(f"{b.node.name}_max", np.array(hi, np.float32))
+        return [b.emit("Clip", [b.tensor(x), low, high], x.shape)]
+    if lo > hi or not (math.isfinite(lo) or math.isfinite(hi)):
+        raise b.unsupported(f"with a_min={lo}, a_max={hi} for OpenCV")
+    name = b.tensor(x)
+    if not math.isfinite(lo):  # min(x, hi) = hi - Relu(hi - x)
+        gap = b.emit("Sub", [b.constant(f"{b.node.name}_max", np.array(hi, np.float32)), name], x.shape, "_gap")
+        over = b.emit("Relu", [gap.name], x.shape, "_over")
+        return [b.emit("Sub", [b.constant(f"{b.node.name}_max", np.array(hi, np.float32)), over.name], x.shape)]
+    if lo != 0.0:
+        name = b.emit("Sub", [name, b.constant(f"{b.node.name}_min", np.array(lo, np.float32))], x.shape,
+                      "_shift").name
+    if not math.isfinite(hi):  # max(x, lo) = Relu(x - lo) + lo
+        above = b.emit("Relu", [name], x.shape, "_above" if lo != 0.0 else "")
+        if lo == 0.0:
+            return [above]
+        return [b.emit("Add", [above.name, b.constant(f"{b.node.name}_min", np.array(lo, np.float32))], x.shape)]
+    above = b.emit("Relu", [name], x.shape, "_above")
+    gap = b.emit("Sub", [b.constant(f"{b.node.name}_range", np.array(hi - lo, np.float32)), above.name], x.shape,
+                 "_gap")
+    under = b.emit("Relu", [gap.name], x.shape, "_under")
+    return [b.emit("Sub", [b.constant(f"{b.node.name}_max", np.array(hi, np.float32)), under.name], x.shape)]
 
 
 def _pooling(b: _Builder, attrs, inputs):
@@ -550,15 +579,18 @@ def _read_symbol(data: bytes, source: str) -> Tuple[List[_Node], List[Tuple[int,
 
 
 def build_model(symbol: bytes, params: Dict[str, np.ndarray], shape: Tuple[int, int, int],
-                source: str = "the artifact", doc: str = "") -> Tuple[onnx_proto.Message, Dict[str, Any]]:
+                source: str = "the artifact", doc: str = "", target: str = "onnxruntime"
+                ) -> Tuple[onnx_proto.Message, Dict[str, Any]]:
     """The ONNX ModelProto (unserialised) for `symbol` with `params` (`arg:`/`aux:` names) at input 1xCxHxW,
     and facts about it (`nodes`, `output_shape`, `fixed_gamma`). `source` names the artifact in errors, `doc` in
-    the model's doc_string."""
+    the model's doc_string; `target` is one of TARGETS."""
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r} is not one of {TARGETS}")
     nodes, heads = _read_symbol(symbol, source)
     args, aux = mxnet_params.split_checkpoint(params, source)
     named = {**args, **aux}
     needed = _reachable(nodes, heads)
-    builder = _Builder(named, source)
+    builder = _Builder(named, source, target)
     builder.names.add(INPUT_NAME)
     values: Dict[Tuple[int, int], _Value] = {}
     missing: Dict[int, str] = {}
@@ -630,19 +662,22 @@ def _reachable(nodes: List[_Node], heads: List[Tuple[int, int]]) -> set:
 
 
 def convert(symbol_path: Path, params_path: Path, shape: Tuple[int, int, int], onnx_path: Path,
-            source: Optional[str] = None) -> Conversion:
-    """Convert the artifact's symbol + params for input 1xCxHxW into `onnx_path` (written whole or not at all)."""
+            source: Optional[str] = None, target: str = "onnxruntime") -> Conversion:
+    """Convert the artifact's symbol + params for input 1xCxHxW into `onnx_path` (written whole or not at all),
+    for `target` (see TARGETS)."""
     started = time.perf_counter()
     source = source or f"{symbol_path.name} + {params_path.name}"
     params = mxnet_params.load(params_path)
     model, facts = build_model(symbol_path.read_bytes(), params, tuple(int(d) for d in shape), source,
-                               f"MXNet {symbol_path.name} + {params_path.name}, input 1x{'x'.join(map(str, shape))}")
+                               f"MXNet {symbol_path.name} + {params_path.name}, input 1x{'x'.join(map(str, shape))}"
+                               f", for {target}", target)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     partial = onnx_path.with_name(onnx_path.name + ".partial")
     with open(partial, "wb") as out:
         size = model.write_to(out)
     partial.replace(onnx_path)
     seconds = round(time.perf_counter() - started, 3)
-    log.info("converted %s to ONNX (%d nodes, %.1f MB) in %.2f s", source, facts["nodes"], size / 1e6, seconds)
+    log.info("converted %s to ONNX for %s (%d nodes, %.1f MB) in %.2f s", source, target, facts["nodes"],
+             size / 1e6, seconds)
     return Conversion(str(onnx_path), seconds, size, ONNX_OPSET, facts["nodes"], facts["output_shape"],
                       facts["fixed_gamma"])
