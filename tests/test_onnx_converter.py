@@ -421,6 +421,12 @@ def test_the_cache_is_reused_then_rebuilt_when_the_artifact_changes_or_the_file_
         assert hashlib.sha256(onnx_path.read_bytes()).hexdigest() == record["onnx_sha256"]
         np.testing.assert_array_equal(_onnx_runtime(onnx_path, tensor), answer)
 
+    # A lost sidecar: the file cannot be trusted, so it is converted again.
+    sidecar.unlink()
+    caplog.clear()
+    cached_onnx(locate(model_dir), shape, cache)
+    assert "sidecar" in caplog.text and json.loads(sidecar.read_text())["onnx_sha256"] == record["onnx_sha256"]
+
     # A changed artifact (class 3's fc1 bias raised by 30) is converted again: it now answers 3, like MXNet.
     params_path = locate(model_dir).params_path
     params = mx.nd.load(str(params_path))
@@ -449,3 +455,21 @@ def test_the_conversion_bench_prints_its_table_and_writes_json(tmp_path):
     (entry,) = json.loads((tmp_path / "conversion.json").read_text())["models"]
     assert entry["nodes"] == 150 and entry["onnx_mb"] > 18
     assert entry["first_load_s"] > entry["child_convert_s"] > 0 and entry["verified_load_s"]["median"] > 0
+
+
+def test_workers_starting_together_convert_once(tmp_path):
+    """Two processes ask for the same uncached model at once: the lock lets one convert, the other reuses it."""
+    script = ("import logging, sys\n"
+              "from pathlib import Path\n"
+              "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+              "from connector.image_classification.artifact import locate\n"
+              "from connector.image_classification.onnx_cache import cached_onnx\n"
+              f"print(cached_onnx(locate(Path({str(DIGITS_MODEL)!r})), (3, 28, 28), Path({str(tmp_path)!r})))\n")
+    children = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [child.communicate(timeout=120) for child in children]
+    assert [child.returncode for child in children] == [0, 0], results
+    assert results[0][0] == results[1][0]
+    logs = [err for _, err in results]
+    assert sum(err.count("converted ") for err in logs) == 1, logs
+    onnx.checker.check_model(onnx.load(results[0][0].strip()))
