@@ -95,6 +95,11 @@ def digits_reference(digits_model):
     return ReferenceModel(digits_model, 6, DIGITS_SHAPE)
 
 
+@pytest.fixture(scope="module")
+def imagenet_reference(efficientnet_model):
+    return ReferenceModel(efficientnet_model, 0, IMAGENET_SHAPE)
+
+
 def _worst_against(reference, engine, shape, bodies) -> float:
     worst = 0.0
     for name, body in bodies.items():
@@ -108,7 +113,7 @@ def _worst_against(reference, engine, shape, bodies) -> float:
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "opencv"])
 def test_the_onnx_engines_answer_like_mxnet_on_real_photos(engine, digits_model, digits_reference,
-                                                           efficientnet_model, cache):
+                                                           efficientnet_model, imagenet_reference, cache):
     bodies = {name: body for name, (_, body) in photos().items()}
     served = engine_class(engine)(locate(digits_model), InputShape(*DIGITS_SHAPE, source="test"), threads=1,
                                   cache_dir=cache)
@@ -118,7 +123,7 @@ def test_the_onnx_engines_answer_like_mxnet_on_real_photos(engine, digits_model,
     imagenet = engine_class(engine)(locate(efficientnet_model), InputShape(*IMAGENET_SHAPE, source="test"),
                                     threads=1, cache_dir=cache)
     assert imagenet.num_classes == 1000
-    worst = _worst_against(ReferenceModel(efficientnet_model, 0, IMAGENET_SHAPE), imagenet, IMAGENET_SHAPE, bodies)
+    worst = _worst_against(imagenet_reference, imagenet, IMAGENET_SHAPE, bodies)
     assert worst <= MAX_ABS_DIFF, f"EfficientNet-Lite0: max |dp| {worst:.2e}"
 
 
