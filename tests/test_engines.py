@@ -162,6 +162,10 @@ def test_doctor_checks_what_each_engine_needs(tmp_path):
     assert engine["status"] == "FAIL"
     assert "'onnxruntime' is not installed here: pip install -c install/constraints.txt onnxruntime" in engine["found"]
 
+    result = ggic("doctor", "--json", "--platform", "aarch64-jtx2")  # the Jetson's default, as the worker picks it
+    engine = {c["name"]: c for c in json.loads(result.stdout)["checks"]}["engine"]
+    assert engine["status"] == "OK" and engine["found"] == "onnxruntime (the aarch64 default)"
+
     result = ggic("doctor", "--json", "--platform", "armv7l", "--engine", "mxnet")
     engine = {c["name"]: c for c in json.loads(result.stdout)["checks"]}["engine"]
     assert result.returncode == 1 and engine["status"] == "FAIL"
