@@ -16,7 +16,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 PIP    := $(BIN)/pip install --disable-pip-version-check --progress-bar on -c $(CONSTRAINTS)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test wheel wheelhouse bench bench-overload venv mosquitto clients lambda-zip clean
+.PHONY: run test wheel wheelhouse bench bench-engines bench-overload venv mosquitto clients lambda-zip clean
 
 venv: $(STAMP)
 
@@ -71,6 +71,11 @@ mosquitto:
 # under bench/results/. About 3 minutes on 2 cores once installed.
 bench: $(STAMP)
 	$(BIN)/python -m bench.serving
+
+# The three inference engines (MXNet, ONNX Runtime, OpenCV cv2.dnn) side by side (bench/engines.py): per-forward
+# latency, answers against MXNet's; prints the table, writes JSON under bench/results/. About 2 minutes on 2 cores.
+bench-engines: $(STAMP)
+	$(BIN)/python -m bench.engines
 
 # Goodput at 2x and 4x the measured capacity with LocalInferenceServiceTimeoutSeconds=1 (bench/overload.py): prints
 # the table, writes JSON under bench/results/. About 1.5 minutes.

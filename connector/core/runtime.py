@@ -86,7 +86,7 @@ class RuntimeConfig:
     log_backups: int = DEFAULT_BACKUPS
     max_image_pixels: Optional[int] = None
     max_image_scans: Optional[int] = None
-    engine: Optional[str] = None  # "mxnet" (default) or "onnxruntime", for every connector
+    engine: Optional[str] = None  # "mxnet", "onnxruntime" or "opencv" for every connector; None: the platform default
     workers: int | str = 1  # inference workers per connector (cores / workers engine threads each), or "auto"
     connector_hosting: str = NATIVE  # or LAMBDA: each connector in a function process, as a Greengrass core runs it
     connector_package: Optional[Path] = None  # LAMBDA: run the connectors from this unpacked `make lambda-zip`

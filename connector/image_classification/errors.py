@@ -150,7 +150,12 @@ class TrainingJobError(ConnectorStartError):
 
 
 class AcceleratorUnavailableError(ConnectorStartError):
-    """GPUAcceleration=GPU was asked for and this machine or MXNet build cannot provide it."""
+    """GPUAcceleration=GPU was asked for and this machine or the engine's build cannot provide it."""
+
+
+class EngineUnavailableError(ConfigurationError):
+    """The engine asked for (`--engine`, GGIC_ENGINE), or every engine this platform could use, cannot run on this
+    machine."""
 
 
 class MemoryLimitTooSmallError(ConfigurationError):

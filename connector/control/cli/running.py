@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from connector.contract.environment import ENGINE_ENV
 from connector.control.cli.arguments import DEFAULT_REGION, CLIError, aws_region, default_region, pick
 from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS
 from connector.core.http_limits import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S
@@ -46,6 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from connector.core.runtime import Runtime, RuntimeStartError
     from connector.core.state_lock import StateDirectoryInUseError
 
+    _check_engine(args.engine)
     if args.group:
         if args.connector_definition:
             raise CLIError("give --group or --connector-definition, not both: a group names its connectors")
@@ -150,6 +153,19 @@ def _broker_address(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _check_engine(engine: Optional[str]) -> None:
+    """Refuse, before anything starts, an engine that cannot run on this machine (`--engine` or GGIC_ENGINE): the
+    workers would each fail to load with the same reason."""
+    if not engine:
+        return
+    from connector.image_classification.engines import EngineUnavailableError, choose_engine
+
+    try:
+        choose_engine(engine)
+    except EngineUnavailableError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _check_platforms(connectors: List[Dict[str, Any]], allow: bool) -> None:
     """Refuse, before anything starts, connectors built for another platform than this machine's."""
     from connector.contract.catalog import connector_spec
@@ -231,8 +247,9 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     run.add_argument("--ipc-request-timeout", type=float, default=REQUEST_TIMEOUT_S, metavar="S",
                      help="an IPC request's head and body must arrive within S seconds of its first line "
                           "(default 30)")
-    run.add_argument("--engine", choices=("mxnet", "onnxruntime"),
-                     help="inference engine of the connectors (default mxnet; onnxruntime needs the onnx extra)")
+    run.add_argument("--engine", choices=("mxnet", "onnxruntime", "opencv"), default=os.environ.get(ENGINE_ENV) or None,
+                     help="inference engine of the connectors (default: GGIC_ENGINE, else this platform's: mxnet on "
+                          "x86_64, onnxruntime where it imports and else opencv on ARM; docs/engines.md)")
     from connector.image_classification.supervisor import parse_workers
     run.add_argument("--workers", type=parse_workers, default=1, metavar="N|auto",
                      help="inference workers per connector, each with cores/workers engine threads; "
