@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -30,11 +31,13 @@ REGION = "us-west-2"
 ACCOUNT = "000000000000"
 RUNTIME = "python3.8"  # a Greengrass v1 Lambda runtime; not the Python running the tests
 MEMORY_KB = 96 * 1024
+GREENGRASS_SDK_PACKAGES = ("greengrasssdk", "greengrass_common", "greengrass_ipc_python_sdk")
 OUTSIDE_VARIABLE = "GGIC_TEST_ONLY_IN_THE_RUNTIMES_ENVIRONMENT"
 
 LAMBDA_SOURCE = '''
 import os
 import subprocess
+import sys
 import sys
 import time
 
@@ -94,6 +97,12 @@ def act_as_client(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", runtime.credentials.issue_client(runtime.client_arn()))
 
 
+def forget_greengrass_sdk() -> None:
+    """Drop greengrasssdk's modules, so that the next import reads this process's Lambda environment again."""
+    for module in [m for m in sys.modules if m.split(".")[0] in GREENGRASS_SDK_PACKAGES]:
+        del sys.modules[module]
+
+
 def invoke(name: str, event: dict, qualifier: Optional[str] = None) -> Tuple[str, dict]:
     """Call a Lambda over IPC with greengrasssdk: (FunctionError, the answer's JSON)."""
     import greengrasssdk
@@ -147,10 +156,12 @@ def runtime(tmp_path_factory, interpreter):
         rt.resource = resource
         rt.slow_timeout_s = slow_timeout_s
         act_as_client(rt, monkeypatch)
+        forget_greengrass_sdk()  # it reads its endpoint and token at import: another test may have imported it
         try:
             yield rt
         finally:
             rt.stop()
+            forget_greengrass_sdk()
 
 
 def test_a_lambda_gets_the_cores_variables_and_its_own_only(runtime):
@@ -339,6 +350,7 @@ def test_an_alias_moved_to_a_new_version_is_swapped_without_a_failed_call(tmp_pa
     runtime = start_group_runtime(config, source, [])
     try:
         act_as_client(runtime, monkeypatch)
+        forget_greengrass_sdk()
         answers: List[Tuple[str, dict]] = []
         stop = threading.Event()
 
@@ -379,3 +391,4 @@ def test_an_alias_moved_to_a_new_version_is_swapped_without_a_failed_call(tmp_pa
         assert not process_running(old)
     finally:
         runtime.stop()
+        forget_greengrass_sdk()

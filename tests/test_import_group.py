@@ -200,7 +200,7 @@ def test_an_imported_group_runs_and_its_lambdas_predictions_reach_the_broker(tmp
     export = tmp_path / "export"
     shutil.copytree(EXPORT, export, ignore=shutil.ignore_patterns("lambdas"))
     zip_lambdas(export)
-    job = create_job(moto_endpoint, "MyImageClassifier", DIGITS_ARCHIVE.read_bytes())
+    job = create_job(moto_endpoint, "ImportedGroupClassifier", DIGITS_ARCHIVE.read_bytes())  # moto is shared
     destination = str(tmp_path / "ml" / "image-classification")
     resources = json.loads((export / "resource-definition-version.json").read_text())
     container = resources["Definition"]["Resources"][0]["ResourceDataContainer"]
