@@ -152,13 +152,13 @@ def test_an_incomplete_export_is_refused_naming_what_is_missing_and_nothing_is_c
 
 
 def documented_export_script() -> str:
-    """The export commands of docs/functions.md ("Bringing your group"), as the page shows them."""
-    page = (REPO / "docs" / "functions.md").read_text()
+    """The export commands of the README's "Bringing your group", as it shows them."""
+    page = (REPO / "README.md").read_text()
     return re.search(r"## Bringing your group\n.*?```bash\n(.*?)```", page, re.DOTALL).group(1)
 
 
 def test_the_documented_export_commands_produce_what_import_group_takes(tmp_path):
-    """The page's script, run with stand-ins for `aws` (each call checked against botocore's model, answered from
+    """The README's script, run with stand-ins for `aws` (each call checked against botocore's model, answered from
     the sample export) and `curl`: it asks for every document and package of the group, and nothing else, and
     `import-group` takes the folder it makes."""
     zips = zip_lambdas(tmp_path / "zips")

@@ -30,8 +30,9 @@ ENGINES = ("mxnet", "onnxruntime", "opencv")
 ENGINE_MODULES = {"mxnet": "mxnet", "onnxruntime": "onnxruntime", "opencv": "cv2"}
 #: in order of preference, per connector platform (the catalog names of connector.contract / devices.platforms)
 PREFERENCE = {
-    # bench/engines.py on 2 cores: ONNX Runtime 1.5-4x faster than MXNet per forward, OpenCV in between; answers
-    # within 1e-5 of MXNet's on real photos (docs/engines.md). MXNet stays the reference where ONNX Runtime is absent.
+    # bench/engines.py on 2 cores: ONNX Runtime 1.4-2.7x faster than MXNet per forward, OpenCV slower than both;
+    # answers within 1e-5 of MXNet's on real photos. x86_64 keeps MXNet first: AWS's connector's answers, bit for bit
+    # (docs/engines.md, "The x86_64 default, measured").
     "x86_64": ("mxnet", "onnxruntime", "opencv"),
     "aarch64": ("onnxruntime", "opencv"),
     "armv7l": ("onnxruntime", "opencv"),
