@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from test_lambda_functions import Lambda, package
+from test_lambda_functions import Lambda, package, write_package
 
 from connector.control.function_definitions import FunctionResolutionError, resolved_versions
 from connector.control.groups import GroupStore, LocalDeployments, resolve_group_version
@@ -181,3 +183,74 @@ def test_create_deployment_records_the_version_each_alias_names_then(stored, tmp
     assert record["FunctionVersions"] == {ARN + "app:prod": "1"}
     (app,) = LocalDeployments(store, group_id, "us-west-2").functions(record)
     assert app.version == "1" and (app.code_dir / "app.py").read_text().startswith("VERSION = 1")
+
+
+VERSIONED_SOURCE = '''import os
+VERSION = {version!r}
+
+
+def handler(event, context):
+    return {{"version": VERSION, "pid": os.getpid(), "n": event["n"]}}
+'''
+
+
+def test_an_alias_moved_and_redeployed_swaps_the_code_without_a_failed_call(tmp_path, monkeypatch):
+    """Through the CLI alone: `app:prod` (pinned) runs under `ggic run --group`; a client calls it continuously
+    while version 2 is published, the alias moved to it and the group deployed again. Every call is answered,
+    version 1 until the switch and version 2 after it, and the old process ends."""
+    from bench.harness import GGICRuntime
+    from conftest import process_running
+    from test_group_functions import forget_greengrass_sdk, invoke
+
+    cli = Lambda(tmp_path / "state")
+    v1 = write_package(tmp_path, "v1.zip", {"app.py": VERSIONED_SOURCE.format(version="1")})
+    cli("create-function", "--function-name", "app", "--runtime", "python3.8", "--handler", "app.handler",
+        "--zip-file", f"fileb://{v1}", "--publish")
+    cli("create-alias", "--function-name", "app", "--name", "prod", "--function-version", "1")
+    definition = cli("create-function-definition", "--initial-version", json.dumps({"Functions": [
+        {"Id": "app", "FunctionArn": ARN + "app:prod", "FunctionConfiguration": {"Pinned": True, "Timeout": 30}}]}))
+    group_id = cli("create-group", "--name", "alias-swap", "--initial-version", json.dumps(
+        {"FunctionDefinitionVersionArn": definition["LatestVersionArn"]}))["Id"]
+    cli("create-deployment", "--group-id", group_id, "--deployment-type", "NewDeployment")
+
+    with GGICRuntime(cli.state_dir, [], run_args=["--group", group_id]) as runtime:
+        for name, value in runtime.client_env.items():
+            monkeypatch.setenv(name, value)
+        forget_greengrass_sdk()
+        answers: list = []
+        stop = threading.Event()
+
+        def call_continuously() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                answers.append(invoke("app", {"n": n}, qualifier="prod"))
+
+        caller = threading.Thread(target=call_continuously)
+        caller.start()
+        try:
+            began = time.monotonic()
+            while len(answers) < 5 and time.monotonic() - began < 60:
+                time.sleep(0.05)
+            v2 = write_package(tmp_path, "v2.zip", {"app.py": VERSIONED_SOURCE.format(version="2")})
+            cli("update-function-code", "--function-name", "app", "--zip-file", f"fileb://{v2}", "--publish")
+            cli("update-alias", "--function-name", "app", "--name", "prod", "--function-version", "2")
+            began = time.monotonic()
+            cli("create-deployment", "--group-id", group_id, "--deployment-type", "NewDeployment")
+            swap_s = time.monotonic() - began  # the command returns once the new deployment serves
+            count = len(answers)
+            while len(answers) < count + 5 and time.monotonic() - began < 3 * swap_s + 30:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            caller.join()
+            forget_greengrass_sdk()
+        assert [answer for error, answer in answers if error] == []
+        versions = [answer["version"] for _, answer in answers]
+        switch = versions.index("2")
+        assert switch >= 5 and set(versions[:switch]) == {"1"} and set(versions[switch:]) == {"2"}, versions
+        old = answers[0][1]["pid"]
+        deadline = time.monotonic() + 3 * swap_s + 35  # its drain: the function's Timeout plus grace
+        while process_running(old) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not process_running(old)
