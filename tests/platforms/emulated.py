@@ -1,7 +1,7 @@
 """`make test-platforms`: the connector installed and run for real in emulated ARM Debian devices.
 
-For each platform (arm64 Bookworm → install/nvidiajtx2.sh, armhf Bookworm and Trixie → install/armv7l.sh): the cached
-debootstrap root filesystem (tests/platforms/rootfs.py; built when missing) is unpacked into a fresh directory,
+For each platform (arm64 Bookworm → install/nvidiajtx2.sh, armhf Bookworm and Trixie → install/armv7l.sh): the
+cached debootstrap root filesystem (tests/platforms/rootfs.py; built when missing) is unpacked into a fresh directory,
 /proc, /sys and /dev are mounted into it (private mounts, an ARM /proc/cpuinfo over the host's), and then, as on a
 device, each as a bounded step:
 
@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tests.platforms.rootfs import (PLATFORMS, Mounts, Platform, PlatformError, StepTimeout, build_rootfs,
                                     missing_prerequisites, mounted_under, remove_tree, run_step, tail)
@@ -101,7 +101,8 @@ def parse_answer(body: str) -> List[float]:
     return [float(value) for value in text[1:-1].split(",")]
 
 
-def compare(answers: Dict[str, List[float]], reference: Dict[str, List[float]]) -> (float, Dict[str, List[int]]):
+def compare(answers: Dict[str, List[float]],
+            reference: Dict[str, List[float]]) -> Tuple[float, Dict[str, List[int]]]:
     """Largest |dp| over all images, and each image's top-1 here and in the reference."""
     worst = 0.0
     top1 = {}
@@ -119,7 +120,8 @@ def connector_definition(platform_name: str, model_dir: str) -> dict:
     return {"Connectors": [{
         "Id": "ImageClassification",
         "ConnectorArn": f"arn:aws:greengrass:us-west-2::/connectors/{CONNECTOR_NAMES[platform_name]}/versions/2",
-        "Parameters": {"MLModelDestinationPath": model_dir, "MLModelResourceId": "digits",
+        "Parameters": {**({"GPUAcceleration": "CPU"} if platform_name == "aarch64" else {}),
+                       "MLModelDestinationPath": model_dir, "MLModelResourceId": "digits",
                        "MLModelSageMakerJobArn": "arn:aws:sagemaker:us-west-2:123456789012:training-job/digits",
                        "LocalInferenceServiceName": "imageClassification",
                        "LocalInferenceServiceTimeoutSeconds": "600",
@@ -128,12 +130,18 @@ def connector_definition(platform_name: str, model_dir: str) -> dict:
 
 # --- the guest ---------------------------------------------------------------------------------------------------
 
+# Where this host reaches the internet through a proxy with its own CA (as the build machines do), the device gets
+# the host's local CA certificates (ca-certificates adds them to the system bundle) and pip is pointed at that bundle.
+LOCAL_CAS = Path("/usr/local/share/ca-certificates")
+CA_ENV = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+
+
 def guest_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The environment of a login shell on a fresh device (nothing of this host's leaks in but a proxy)."""
     env = {"PATH": GUEST_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb", "USER": "root",
            "DEBIAN_FRONTEND": "noninteractive", "PIP_PROGRESS_BAR": "off", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "GGIC_STATE_DIR": GUEST_STATE, "AWS_EC2_METADATA_DISABLED": "true"}
-    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", *CA_ENV):
         if name in os.environ:
             env[name] = os.environ[name]
     env.update(extra or {})
@@ -180,10 +188,14 @@ def background(argv: Sequence[str], log_file: Path, env: Optional[Dict[str, str]
         out.close()
 
 
-def wait_ready(process: subprocess.Popen, log_file: Path, timeout: float, what: str) -> float:
-    """Wait for `ggic run`'s "runtime ready" line (a bound, not a guess at the time: it returns when the line comes)."""
+def log_size(log_file: Path) -> int:
+    return log_file.stat().st_size if log_file.exists() else 0
+
+
+def wait_ready(process: subprocess.Popen, log_file: Path, offset: int, timeout: float, what: str) -> float:
+    """Wait for `ggic run`'s "runtime ready" line after `offset` in its log (a bound, not a guess at the time: it
+    returns as soon as the line comes)."""
     started = time.monotonic()
-    offset = log_file.stat().st_size if log_file.exists() else 0
     while True:
         with open(log_file, "rb") as handle:
             handle.seek(offset)
@@ -197,12 +209,19 @@ def wait_ready(process: subprocess.Popen, log_file: Path, timeout: float, what: 
         time.sleep(0.5)
 
 
+def shown(argv: Sequence[str]) -> str:
+    """A command for the log: for one run inside the device, the script it runs (not the environment)."""
+    if argv and argv[0] == "chroot":
+        return f"(in the device) {argv[-1]}"
+    return " ".join(argv)
+
+
 def captured(argv: Sequence[str], timeout: float, log_file: Path, what: str,
-             env: Optional[Dict[str, str]] = None) -> (str, float):
+             env: Optional[Dict[str, str]] = None) -> Tuple[str, float]:
     """Run `argv`, return its stdout (stderr to the log) and the seconds it took."""
     started = time.monotonic()
     with open(log_file, "ab") as err:
-        err.write(f"\n### {what}: {' '.join(argv)[:500]}\n".encode())
+        err.write(f"\n### {what}: {shown(argv)}\n".encode())
         err.flush()
         process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env=env)
@@ -235,6 +254,8 @@ def guest_files(root: Path, wheel: Path) -> str:
     for image in IMAGES:
         shutil.copy2(image, target / image.name)
     shutil.copy2(INVOKE_SCRIPT, target / INVOKE_SCRIPT.name)
+    if LOCAL_CAS.is_dir():
+        shutil.copytree(LOCAL_CAS, root / LOCAL_CAS.relative_to("/"), dirs_exist_ok=True)
     resolv = root / "etc" / "resolv.conf"
     if resolv.is_symlink() or resolv.exists():
         resolv.unlink()
@@ -251,6 +272,7 @@ def run_platform(platform: Platform, wheel: Path, reference: Dict[str, List[floa
     deadline = Deadline(total_limit)
     root = CACHE / f"run-{platform.name}" / "root"
     mounts: Optional[Mounts] = None
+    doctor_failed = ""
     try:
         tarball = platform.tarball(CACHE)
         if not tarball.exists():
@@ -283,9 +305,16 @@ def run_platform(platform: Platform, wheel: Path, reference: Dict[str, List[floa
                                log_file, "versions")
         result.versions = json.loads(versions)
         log.info("%s: ggic doctor", platform.name)
-        doctor, seconds = captured(in_guest(root, f"{GUEST_VENV}/bin/ggic doctor"), deadline.limit("ggic doctor"),
-                                   log_file, f"{platform.name}: ggic doctor")
-        result.steps["ggic doctor"] = round(seconds, 1)
+        try:
+            _, seconds = captured(in_guest(root, f"{GUEST_VENV}/bin/ggic doctor"), deadline.limit("ggic doctor"),
+                                  log_file, f"{platform.name}: ggic doctor")
+            result.steps["ggic doctor"] = round(seconds, 1)
+        except StepTimeout:
+            raise
+        except PlatformError as exc:  # a failure, but go on: what the runtime does next tells more
+            failures = [line.strip() for line in str(exc).splitlines() if line.startswith("FAIL")]
+            doctor_failed = "ggic doctor failed: " + ("; ".join(failures) or str(exc)[:1000])
+            log.error("%s: %s", platform.name, exc)
 
         definition = json.dumps(connector_definition(platform.machine, f"{GUEST_DIR}/model"))
         _, seconds = captured(in_guest(root, f"cat > {GUEST_DIR}/connectors.json <<'EOF'\n{definition}\nEOF\n"
@@ -294,16 +323,17 @@ def run_platform(platform: Platform, wheel: Path, reference: Dict[str, List[floa
                               deadline.limit("connector definition"), log_file, "connector definition")
         result.steps["connector definition"] = round(seconds, 1)
         log.info("%s: ggic run, then one inference per image through the ML SDK", platform.name)
+        offset = log_size(log_file)
         with background(in_guest(root, f"exec {GUEST_VENV}/bin/ggic run --connector-definition Device --port 0"),
                         log_file) as runtime:
             result.steps["ggic run until ready"] = round(
-                wait_ready(runtime, log_file, deadline.limit("ggic run until ready"), platform.name), 1)
+                wait_ready(runtime, log_file, offset, deadline.limit("ggic run until ready"), platform.name), 1)
             images = " ".join(f"{GUEST_DIR}/{image.name}" for image in IMAGES)
             out, seconds = captured(in_guest(root, f'eval "$({GUEST_VENV}/bin/ggic env)"\n'
                                                    f"exec {GUEST_VENV}/bin/python {GUEST_DIR}/invoke_once.py {images}"),
                                     deadline.limit("inference"), log_file, f"{platform.name}: inference")
             result.steps["inference (ML SDK)"] = round(seconds, 1)
-        result.engine = engine_from_log(log_file)
+        result.engine = engine_from_logs(log_file, root / GUEST_STATE.lstrip("/"))
         answers = json.loads(out)
         for image in IMAGES:
             answer = answers[f"{GUEST_DIR}/{image.name}"]
@@ -311,7 +341,8 @@ def run_platform(platform: Platform, wheel: Path, reference: Dict[str, List[floa
             result.inference_seconds[image.name] = answer["seconds"]
         worst, result.top1 = compare(result.answers, reference)
         result.max_abs_dp = worst
-        problems = [f"max |dp| {worst:.2e} > {TOLERANCE:.0e}"] if worst > TOLERANCE else []
+        problems = [doctor_failed] if doctor_failed else []
+        problems += [f"max |dp| {worst:.2e} > {TOLERANCE:.0e}"] if worst > TOLERANCE else []
         problems += [f"{image}: top-1 {here} here, {there} on x86_64"
                      for image, (here, there) in result.top1.items() if here != there]
         if problems:
@@ -319,6 +350,8 @@ def run_platform(platform: Platform, wheel: Path, reference: Dict[str, List[floa
         result.passed = True
     except (PlatformError, OSError, subprocess.SubprocessError, json.JSONDecodeError, KeyError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
+        if doctor_failed and doctor_failed not in result.error:
+            result.error = f"{doctor_failed}; then {result.error}"
         log.error("%s failed: %s", platform.name, result.error)
     finally:
         if mounts is not None:
@@ -348,19 +381,24 @@ print(json.dumps(found))
 """
 
 
-def engine_from_log(log_file: Path) -> str:
-    """Which engine served, as the runtime's log says ("... on ONNX Runtime ..." / "... on OpenCV ...")."""
-    text = log_file.read_text(errors="replace")
-    for needle, name in (("ONNX Runtime", "onnxruntime"), ("OpenCV", "opencv"), ("cv2.dnn", "opencv"),
-                         ("MXNet", "mxnet")):
-        if f" on {needle}" in text:
+def engine_from_logs(*places: Path) -> str:
+    """Which engine served, as the worker's log says ("model ... on ONNX Runtime ...", "... on OpenCV ... cv2.dnn",
+    MXNet's "model ... bound on cpu(0)"): `places` are log files or directories of them."""
+    texts = []
+    for place in places:
+        files = sorted(place.rglob("*.log")) + sorted(place.rglob("*.txt")) if place.is_dir() else [place]
+        texts += [f.read_text(errors="replace") for f in files if f.is_file()]
+    text = "\n".join(texts)
+    for needle, name in ((" on ONNX Runtime", "onnxruntime"), (" on OpenCV", "opencv"), (" bound on cpu", "mxnet"),
+                         (" bound on gpu", "mxnet")):
+        if needle in text:
             return name
     return "unknown"
 
 
 # --- the host (x86_64) -------------------------------------------------------------------------------------------
 
-def host_reference(python: Path, log_file: Path) -> (Dict[str, List[float]], Dict[str, float]):
+def host_reference(python: Path, log_file: Path) -> Tuple[Dict[str, List[float]], Dict[str, float]]:
     """The x86_64 answer for each image: the same runtime on this host with MXNet, asked through the ML SDK."""
     bin_dir = python.parent
     times = {}
@@ -373,9 +411,10 @@ def host_reference(python: Path, log_file: Path) -> (Dict[str, List[float]], Dic
         definition.write_text(json.dumps(connector_definition("x86_64", str(MODEL))))
         captured([str(bin_dir / "ggic"), "create-connector-definition", "--name", "Host",
                   "--initial-version", f"file://{definition}"], 120, log_file, "x86_64: connector definition", env)
+        offset = log_size(log_file)
         with background([str(bin_dir / "ggic"), "run", "--connector-definition", "Host", "--port", "0",
                          "--engine", "mxnet"], log_file, env) as runtime:
-            times["ggic run until ready"] = round(wait_ready(runtime, log_file, 300, "x86_64"), 1)
+            times["ggic run until ready"] = round(wait_ready(runtime, log_file, offset, 300, "x86_64"), 1)
             out, seconds = captured(["bash", "-e", "-c", f'eval "$({bin_dir}/ggic env)"\n'
                                      f"exec {python} {INVOKE_SCRIPT} {' '.join(str(i) for i in IMAGES)}"],
                                     120, log_file, "x86_64: inference", env)
@@ -390,7 +429,7 @@ def find_or_build_wheel(given: Optional[Path], python: Path, log_file: Path) -> 
         return given.resolve()
     out = CACHE / "wheel"
     shutil.rmtree(out, ignore_errors=True)
-    run_step([str(python), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
+    run_step([str(python), "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(REPO)],
              600, log_file, "build ggic's wheel")
     return next(out.glob("ggic-*.whl"))
 
@@ -453,6 +492,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.info("x86_64 reference (MXNet) ready: %s", reference_steps)
         for platform in platforms:  # one at a time: each emulation takes the machine's cores
             results.append(run_platform(platform, wheel, reference, args.limit, args.keep))
+    except PlatformError as exc:  # before any platform: the wheel or the x86_64 reference
+        print(f"make test-platforms: {exc}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, Interrupted):
         print("interrupted: every mount was undone" if not mounted_under(CACHE) else
               f"interrupted; STILL MOUNTED: {mounted_under(CACHE)}", file=sys.stderr)
@@ -460,6 +502,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     left = mounted_under(CACHE)
     table = summary_table(results, reference_steps)
     print("\n" + table)
+    for result in results:
+        if result.error:
+            print(f"{result.platform}: {result.error}\n  (log: {result.log})")
     print(f"mounts left under {CACHE}: {left or 'none'}; total {time.monotonic() - started:.0f} s")
     report = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "host": {"machine": _platform.machine(), "cpus": os.cpu_count(), "reference": reference_steps},

@@ -115,7 +115,7 @@ def run_step(argv: Sequence[str], timeout: float, log_file: Path, what: str,
     """Run `argv` in its own process group, output appended to `log_file`; killed after `timeout` s. Returns secs."""
     started = time.monotonic()
     with open(log_file, "ab") as out:
-        out.write(f"\n### {what}: {' '.join(argv)}\n".encode())
+        out.write(f"\n### {what}: {argv[-1] if argv[0] == 'chroot' else ' '.join(argv)}\n".encode())
         out.flush()
         process = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env=env)
