@@ -1,16 +1,14 @@
 """Would ONNX Runtime be a faster engine than MXNet for the same SageMaker artifact? (issue 6, item 4)
 
-The criterion: an ONNX Runtime engine, converted from the same SageMaker artifact with MXNet's own exporter
-(`mxnet.onnx.export_model`, nothing downloaded), is worth offering only if it is at least 1.2x faster at batch 1
+The criterion: an ONNX Runtime engine, converted from the same SageMaker artifact by our own converter
+(`connector.image_classification.onnx_export`, numpy only), is worth offering only if it is at least 1.2x faster at batch 1
 than the MXNet engine with the same top-1 and max |dp| <= 1e-4 on real photos.
 
 For two models, a ResNet-18 at 3x224x224 (random weights: `examples.models.resnet.save_random_model`) and the
 real EfficientNet-Lite0 (`examples.models.efficientnet_lite0.build`), this script
 
-1. converts the artifact to ONNX (`connector.image_classification.onnx_model.convert`, a proposal not wired into the
-connector): see there for what MXNet 1.9.1's exporter gets wrong or leaves open (SoftmaxOutput fails to export,
-BatchNorm `fix_gamma` is ignored, weights are listed as graph inputs, the declared opset is not the one the operators
-were translated for); 2. loads the MXNet engine exactly as the connector does
+1. converts the artifact to ONNX (`connector.image_classification.onnx_export.convert`, as the connector's model
+cache does; docs/conversion.md); 2. loads the MXNet engine exactly as the connector does
 (`connector.image_classification.model.ClassifierModel`) and an ONNX Runtime session on the CPU execution provider
 with the same thread count (`connector.image_classification.model.engine_threads`); 3. feeds both the same tensors
 (`connector.image_classification.imaging.preprocess` of the real photos in `bench/material.py`) and compares the
@@ -48,7 +46,8 @@ if str(REPO) not in sys.path:  # `tests` (a namespace package) and `examples` li
 
 from connector.image_classification.artifact import ModelArtifact, locate, read_model_shapes
 from connector.image_classification.model import DEFAULT_IMAGE_SHAPE, InputShape, engine_threads, import_mxnet
-from connector.image_classification.onnx_model import ONNX_OPSET, convert, onnx_session
+from connector.image_classification.onnx_export import convert
+from connector.image_classification.onnx_model import onnx_session
 
 log = logging.getLogger("bench.onnx_engine")
 
@@ -125,7 +124,8 @@ def measure(name: str, model_dir: Path, work: Path, threads: int, runs: int, war
     mxnet_engine = ClassifierModel(artifact, shape, threads=threads)
     result = ModelResult(name, str(shape), mxnet_engine.num_classes, None)
     try:
-        conversion = convert(artifact, (shape.channels, shape.height, shape.width), work / f"{name}.onnx", mx)
+        conversion = convert(artifact.symbol_path, artifact.params_path, (shape.channels, shape.height, shape.width),
+                             work / f"{name}.onnx")
     except Exception as exc:  # report precisely why, keep going with the other model
         result.conversion_error = f"{type(exc).__name__}: {exc}"
         log.error("%s: conversion failed: %s", name, result.conversion_error)

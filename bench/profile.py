@@ -56,7 +56,7 @@ STAGES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("decode + preprocess (imaging.py)", ("connector/image_classification/imaging.py",)),
     ("answer formatting (format_probabilities)", ("format_probabilities (",)),
     ("worker pipe frames (frames.py)", ("connector/image_classification/frames.py",)),
-    ("memory watchdog", ("_watch_memory (",)),
+    ("memory watchdog", ("MemoryWatchdog._loop (", "_loop (connector/contract/processes.py")),
     ("heartbeat", ("_heartbeat (",)),
     ("native hosting (the connector in the runtime)", ("connector/core/native.py", "image_classification/endpoint.py")),
     ("runtime HTTP server (ipc_server, http.server)", ("ipc_server.py", "http/server.py", "socketserver.py")),

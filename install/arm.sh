@@ -133,7 +133,9 @@ except metadata.PackageNotFoundError:
     sys.exit(1)
 sys.exit(0 if not sys.argv[1] or have == sys.argv[1] else 1)
 EOF
-    "$VENV/bin/python" -m pip check >/dev/null 2>&1
+    # Only ggic's own requirements count: in a --system-site-packages venv pip check also reports the
+    # distribution's packages, which are not ours to fix.
+    ! "$VENV/bin/python" -m pip check 2>/dev/null | grep -qi '^ggic '
 }
 
 arm_make_venv() {
@@ -158,6 +160,8 @@ arm_install_python() {
         return 0
     fi
     arm_make_venv
+    # the pins of the venv's Python (install/constraints/pyXY.txt where it has its own), as common.sh chooses them
+    if venv_python_ok; then constraints_for "$VENV/bin/python"; else constraints_for "$PYTHON"; fi
     constraints=$(mktemp "${TMPDIR:-/tmp}/ggic-constraints.XXXXXX")
     # shellcheck disable=SC2064  # expand now: the file name is fixed
     trap "rm -f '$constraints'" EXIT

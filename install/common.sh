@@ -1,21 +1,27 @@
 # shellcheck shell=bash
 # Shared by install/x86_64.sh, install/armv7l.sh and install/nvidiajtx2.sh: the modern equivalents of the
 # connector documentation's "Installing MXNet Dependencies" scripts. Each platform script sets its packages and
-# calls main_install; everything here is idempotent (it checks before it installs) and --dry-run prints every
-# command that would change the machine without running it (read-only checks such as dpkg-query still run).
+# calls main_install; everything here is idempotent (it checks before it installs), a second run repairs what is
+# missing or broken in the venv, and --dry-run prints every command that would change the machine without running it
+# (read-only checks such as dpkg-query still run).
 #
 # Overrides for tests and odd devices: GGIC_INSTALL_OS_RELEASE (a file in /etc/os-release format),
 # GGIC_INSTALL_ARCH (instead of `uname -m`), GGIC_INSTALL_VENV (instead of /opt/ggic/venv).
 
 GGIC_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The pins: install/constraints/pyXY.txt for a Python that has its own (chosen in choose_python), else this one.
 CONSTRAINTS="$GGIC_REPO/install/constraints.txt"
 DRY_RUN=0
 VENV=${GGIC_INSTALL_VENV:-/opt/ggic/venv}
 PYTHON=""
 MXNET_WHEEL=""
+GGIC_WHEEL=""
 SYSTEM_SITE_PACKAGES=0
-# The connector's runtime dependencies besides MXNet (setup.py install_requires), installed with the pins.
-PYTHON_DEPENDENCIES=(numpy opencv-python-headless jsonschema boto3 prometheus_client)
+# ggic brings its runtime dependencies itself (setup.py install_requires, chosen per platform by environment
+# markers); a platform script may add packages here (installed with the pins, before ggic).
+PYTHON_DEPENDENCIES=()
+# The Pythons this platform's dependencies have wheels for (a platform script may change them).
+PYTHON_MIN=3.8 PYTHON_MAX=3.11
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -41,16 +47,19 @@ as_root() {
 
 usage() {
     cat <<EOF
-Usage: $SCRIPT_NAME [--dry-run] [--venv DIR] [--python PATH] [--mxnet-wheel FILE] [--system-site-packages]
+Usage: $SCRIPT_NAME [--dry-run] [--venv DIR] [--python PATH] [--wheel FILE] [--mxnet-wheel FILE]
+       [--system-site-packages]
 
 Installs what the ML Image Classification connector (ggic) needs on $PLATFORM_DESCRIPTION:
 the system packages (apt$([[ -n ${DNF_PACKAGES:-} ]] && printf '/dnf')), then a Python virtual environment with
-MXNet, numpy, OpenCV and ggic at the versions pinned in install/constraints.txt. Whatever is already installed is
-left alone, so running it twice is harmless.
+ggic and its dependencies at the versions pinned in install/constraints.txt (install/constraints/pyXY.txt for a
+Python that needs its own). Whatever is already installed is left alone, and a second run repairs the venv: a
+package removed or with files missing is installed again.
 
   --dry-run               print every command that would change the machine, run none of them
   --venv DIR              the virtual environment (default /opt/ggic/venv, or \$GGIC_INSTALL_VENV)
-  --python PATH           the Python 3.8-3.11 to build it with (default: the distribution's)
+  --python PATH           the Python $PYTHON_MIN-$PYTHON_MAX to build it with (default: the distribution's)
+  --wheel FILE            install this ggic wheel (make wheel) instead of building one from $GGIC_REPO
   --mxnet-wheel FILE      install this MXNet wheel (e.g. your own build) instead of PyPI's mxnet
   --system-site-packages  let the venv see distribution packages (e.g. python3-opencv)
 $PLATFORM_NOTES
@@ -64,6 +73,7 @@ parse_args() {
             --venv) [[ $# -ge 2 ]] || die "--venv needs a directory"; VENV=$2; shift ;;
             --python) [[ $# -ge 2 ]] || die "--python needs a path"; PYTHON=$2; shift ;;
             --mxnet-wheel) [[ $# -ge 2 ]] || die "--mxnet-wheel needs a file"; MXNET_WHEEL=$2; shift ;;
+            --wheel) [[ $# -ge 2 ]] || die "--wheel needs a file"; GGIC_WHEEL=$2; shift ;;
             --system-site-packages) SYSTEM_SITE_PACKAGES=1 ;;
             -h | --help) usage; exit 0 ;;
             *) die "unknown option '$1' (see $SCRIPT_NAME --help)" ;;
@@ -73,6 +83,10 @@ parse_args() {
     if [[ -n $MXNET_WHEEL ]]; then
         [[ -f $MXNET_WHEEL && $MXNET_WHEEL == *.whl ]] || die "--mxnet-wheel $MXNET_WHEEL is not a .whl file"
         MXNET_WHEEL=$(cd "$(dirname "$MXNET_WHEEL")" && pwd)/$(basename "$MXNET_WHEEL")
+    fi
+    if [[ -n $GGIC_WHEEL ]]; then
+        [[ -f $GGIC_WHEEL && $(basename "$GGIC_WHEEL") == ggic-*.whl ]] || die "--wheel $GGIC_WHEEL is not a ggic-*.whl file"
+        GGIC_WHEEL=$(cd "$(dirname "$GGIC_WHEEL")" && pwd)/$(basename "$GGIC_WHEEL")
     fi
 }
 
@@ -186,23 +200,40 @@ python_for_os() {
     fi
 }
 
-# numpy 1.23.5 (the pin MXNet 1.9.1 needs: it uses aliases removed in numpy 1.24) has wheels for CPython 3.8-3.11.
+# PYTHON_MIN..PYTHON_MAX: on x86_64 numpy 1.23.5 (the pin MXNet 1.9.1 needs: it uses aliases removed in numpy 1.24)
+# has wheels for CPython 3.8-3.11 only.
 python_usable() {
-    "$1" -c 'import sys; sys.exit(0 if (3, 8) <= sys.version_info[:2] <= (3, 11) else 1)' 2>/dev/null
+    "$1" - "$PYTHON_MIN" "$PYTHON_MAX" <<'EOF' 2>/dev/null
+import sys
+low, high = (tuple(int(part) for part in bound.split(".")) for bound in sys.argv[1:3])
+sys.exit(0 if low <= sys.version_info[:2] <= high else 1)
+EOF
+}
+
+# The constraints file for the Python at $1: install/constraints/pyXY.txt when that Python has its own pins.
+constraints_for() {
+    local version
+    version=$("$1" -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null) || return 0
+    CONSTRAINTS=$GGIC_REPO/install/constraints.txt
+    if [[ -f $GGIC_REPO/install/constraints/py$version.txt ]]; then
+        CONSTRAINTS=$GGIC_REPO/install/constraints/py$version.txt
+    fi
 }
 
 # choose_python DEFAULT: --python if given, else DEFAULT (the distribution's interpreter installed above).
 choose_python() {
     local default=$1 version
     if [[ -n $PYTHON ]]; then
-        python_usable "$PYTHON" || die "--python $PYTHON is not a working Python 3.8-3.11"
+        python_usable "$PYTHON" || die "--python $PYTHON is not a working Python $PYTHON_MIN-$PYTHON_MAX"
+        constraints_for "$PYTHON"
         return 0
     fi
     # A pyenv shim or a broken link may be on the PATH without a working interpreter behind it.
     version=$("$default" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || version=""
     if [[ -n $version ]]; then
-        python_usable "$default" || die "$default is Python $version, but numpy 1.23.5 (pinned for MXNet 1.9.1) needs Python 3.8-3.11: install one (e.g. python3.11) and pass --python PATH"
+        python_usable "$default" || die "$default is Python $version, but ggic's dependencies on this platform need Python $PYTHON_MIN-$PYTHON_MAX (docs/deployment.md: Pythons and operating systems): install one (e.g. python3.11) and pass --python PATH"
         PYTHON=$default
+        constraints_for "$PYTHON"
         return 0
     fi
     if ((DRY_RUN)); then
@@ -210,10 +241,11 @@ choose_python() {
         say "$default is not installed yet: the package step above installs it"
         return 0
     fi
-    die "$default does not run after installing the system packages: pass --python PATH to a Python 3.8-3.11"
+    die "$default does not run after installing the system packages: pass --python PATH to a Python $PYTHON_MIN-$PYTHON_MAX"
 }
 
 # True when the venv already has ggic, an MXNet, and the other runtime dependencies at their pinned versions.
+# (install/armv7l.sh asks this before it insists on --mxnet-wheel.)
 python_dependencies_installed() {
     [[ -x $VENV/bin/python ]] || return 1
     "$VENV/bin/python" - "$CONSTRAINTS" "${PYTHON_DEPENDENCIES[@]}" <<'EOF'
@@ -226,7 +258,7 @@ def canonical(name):
 
 pins = {}
 for line in open(sys.argv[1]):
-    line = line.split("#", 1)[0].strip()
+    line = line.split("#", 1)[0].split(";", 1)[0].strip()
     if "==" in line:
         name, version = line.split("==", 1)
         pins[canonical(name)] = version.strip()
@@ -240,27 +272,52 @@ sys.exit(1 if missing else 0)
 EOF
 }
 
+# The distributions in the venv with files missing (a package directory deleted by hand, a half-finished
+# install): pip still counts them as installed, so they are reinstalled by name and version.
+broken_distributions() {
+    [[ -x $VENV/bin/python ]] || return 0
+    "$VENV/bin/python" - <<'EOF'
+import importlib.metadata as metadata
+
+for distribution in metadata.distributions():
+    files = distribution.files or []
+    if any(not str(f).endswith(".pyc") and not f.locate().exists() for f in files):
+        print("%s==%s" % (distribution.metadata["Name"], distribution.version))
+EOF
+}
+
 install_python_dependencies() {
-    if python_dependencies_installed; then
-        say "Python dependencies already installed at the pinned versions in $VENV: nothing to do"
-        return 0
-    fi
     if [[ ! -x $VENV/bin/python ]]; then
         if ((SYSTEM_SITE_PACKAGES)); then
             run "$PYTHON" -m venv --system-site-packages "$VENV"
         else
             run "$PYTHON" -m venv "$VENV"
         fi
+    elif ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+        die "$VENV/bin/python does not run (was its Python removed?): delete $VENV and run $SCRIPT_NAME again"
+    else
+        say "virtual environment $VENV exists: checking and repairing what is in it"
+        constraints_for "$VENV/bin/python"  # the pins of the venv's own Python, whichever made it
+        local broken=()
+        mapfile -t broken < <(broken_distributions)
+        if ((${#broken[@]})); then
+            say "packages with files missing, reinstalled: ${broken[*]}"
+            run "$VENV/bin/pip" install --disable-pip-version-check --force-reinstall --no-deps "${broken[@]}"
+        fi
     fi
     # Old distribution pips (Ubuntu 18.04's 9.0) cannot install manylinux2014 wheels.
     run "$VENV/bin/python" -m pip install --disable-pip-version-check 'pip>=20.3'
-    local mxnet=(mxnet)
     if [[ -n $MXNET_WHEEL ]]; then
-        run "$VENV/bin/pip" install --no-deps "$MXNET_WHEEL"
-        mxnet=()
+        run "$VENV/bin/pip" install --disable-pip-version-check --no-deps "$MXNET_WHEEL"
     fi
-    run "$VENV/bin/pip" install -c "$CONSTRAINTS" "${mxnet[@]}" "${PYTHON_DEPENDENCIES[@]}"
-    run "$VENV/bin/pip" install --no-deps "$GGIC_REPO"
+    if ((${#PYTHON_DEPENDENCIES[@]})); then
+        run "$VENV/bin/pip" install --disable-pip-version-check -c "$CONSTRAINTS" "${PYTHON_DEPENDENCIES[@]}"
+    fi
+    # ggic and its dependencies: what pip finds missing is installed again (the repair on a second run).
+    run "$VENV/bin/pip" install --disable-pip-version-check -c "$CONSTRAINTS" "${GGIC_WHEEL:-$GGIC_REPO}"
+    # Distribution packages a --system-site-packages venv sees may have requirements of their own unmet: reported,
+    # not fatal (`ggic doctor` judges what the connector needs).
+    run "$VENV/bin/pip" check || warn "pip check found the unmet requirements above in $VENV"
 }
 
 # --- the whole run --------------------------------------------------------------------------------------------

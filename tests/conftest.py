@@ -98,3 +98,24 @@ def sdk_env(monkeypatch):
         for name, value in runtime.client_env.items():
             monkeypatch.setenv(name, value)
     return apply
+
+
+@pytest.fixture(scope="session")
+def ggic_wheel() -> Path:
+    """`make wheel` (build/dist/ggic-*.whl), built once per session from this checkout."""
+    from tests.installs import build_wheel
+
+    return build_wheel()
+
+
+@pytest.fixture(scope="session")
+def installed_venv(tmp_path_factory, ggic_wheel):
+    """install/x86_64.sh --wheel (the built wheel, not editable) into a clean venv: (venv, the script's run)."""
+    if os.uname().machine != "x86_64" or not (Path("/usr/bin/dpkg-query").exists() or Path("/usr/bin/rpm").exists()):
+        pytest.skip("install/x86_64.sh is for x86_64 Debian, Ubuntu or Amazon Linux machines")
+    from tests.installs import INSTALL_SCRIPTS, base_python, run_install_script
+
+    venv = tmp_path_factory.mktemp("installed") / "venv"
+    run = run_install_script(INSTALL_SCRIPTS / "x86_64.sh", venv, "--python", base_python(), "--wheel",
+                             str(ggic_wheel))
+    return venv, run

@@ -109,3 +109,19 @@ def test_bench_http_parsing_runs_side_by_side_and_writes_the_table_and_json(tmp_
         assert entry["parse_us"] > 0 and entry["round_trip_us"] > 0
         assert f"{name:<12}" in result.stdout.decode()
     assert report["results"]["stdlib"]["parse_vs_stdlib"] == 1.0
+
+
+def test_bench_engines_runs_the_three_engines_side_by_side_and_writes_the_table_and_json(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    result = subprocess.run([sys.executable, "-m", "bench.engines", "--models", "resnet18", "--runs", "5",
+                             "--warmup", "1", "--no-service", "--json", str(tmp_path / "engines.json")],
+                            cwd=REPO, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    table = result.stdout.decode()
+    assert all(f"resnet18           {engine}" in table for engine in ("mxnet", "onnxruntime", "opencv")), table
+    (model,) = json.loads((tmp_path / "engines.json").read_text())["results"]
+    assert set(model["engines"]) == {"mxnet", "onnxruntime", "opencv"} and model["conversion_s"] > 0
+    for name, engine in model["engines"].items():
+        assert engine["ms"]["n"] == 5 and engine["top1_agree"] == engine["photos"] == 10, name
+        assert engine["max_abs_diff"] <= 1e-5, name

@@ -289,8 +289,8 @@ def test_invoke_into_a_closed_pipe_ends_quietly(digits_runtime, digit_image, tmp
     assert process.wait(60) == 141 and stderr == ""
 
 
-def test_list_functions_shows_the_running_runtimes_functions(digits_runtime):
-    result = ggic("list-functions", "--state-dir", str(digits_runtime.state_dir))
+def test_list_functions_running_shows_the_running_runtimes_functions(digits_runtime):
+    result = ggic("list-functions", "--running", "--state-dir", str(digits_runtime.state_dir))
     assert result.returncode == 0, result.stderr.decode()
     functions = json.loads(result.stdout)["Functions"]
     health = {entry["function_arn"]: entry for entry in digits_runtime.health()["functions"]}
@@ -300,12 +300,15 @@ def test_list_functions_shows_the_running_runtimes_functions(digits_runtime):
     assert function["Runtime"] == health[function["FunctionArn"]]["runtime"]
     assert function["Timeout"] == health[function["FunctionArn"]]["timeout_s"]
     assert function["Handler"]  # the catalog's handler of the connector
-    text = ggic("list-functions", "--state-dir", str(digits_runtime.state_dir), "--output", "text")
+    text = ggic("list-functions", "--running", "--state-dir", str(digits_runtime.state_dir), "--output", "text")
     assert text.stdout.decode().startswith(f"FUNCTIONS\t{function['FunctionArn']}\t{function['FunctionName']}\t")
+    stored = ggic("list-functions", "--state-dir", str(digits_runtime.state_dir))  # the stored ones: none here
+    assert json.loads(stored.stdout) == {"Functions": []}
+    assert "`ggic list-functions --running` lists the functions the running runtime hosts" in stored.stderr.decode()
 
 
-def test_list_functions_without_a_runtime_is_an_empty_list(tmp_path):
-    result = ggic("list-functions", "--state-dir", str(tmp_path))
+def test_list_functions_running_without_a_runtime_is_an_empty_list(tmp_path):
+    result = ggic("list-functions", "--running", "--state-dir", str(tmp_path))
     assert result.returncode == 0 and json.loads(result.stdout) == {"Functions": []}
     assert "no runtime is running" in result.stderr.decode()
 

@@ -76,7 +76,9 @@ def test_doctor_passes_on_this_machine():
     failed = [c for c in report["checks"] if c["status"] == "FAIL"]
     assert result.returncode == 0 and report["ok"], failed
     names = [c["name"] for c in report["checks"]]
-    for expected in ("platform", "libc.so.6", "libstdc++.so.6", "libmxnet.so needs", "python", "mxnet", "numpy",
+    if platform.machine() == "x86_64":
+        assert report["checks"][1]["found"] == "mxnet (the x86_64 default)"
+    for expected in ("platform", "engine", "libc.so.6", "libstdc++.so.6", "libmxnet.so needs", "python", "mxnet", "numpy",
                      "opencv", "gpu"):
         assert expected in names
     text = ggic("doctor")

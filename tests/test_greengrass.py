@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +24,7 @@ from bench.material import REPO
 from connector.contract import schemas
 from connector.control import connector_definitions
 from connector.devices.platforms import machine_platform
+from tests.installs import clean_env
 
 RECIPE = REPO / "install" / "greengrass-v2" / "recipe.yaml"
 SCHEMA = json.loads((REPO / "schemas" / "greengrass-v2-recipe.schema.json").read_text())
@@ -97,21 +98,43 @@ def interpolate(script: str, variables: dict, configuration: dict) -> str:
     return script
 
 
+def unpacked_artifact(directory: Path) -> Path:
+    """ggic.zip (the source tree: git archive) as the nucleus unpacks it, from this checkout's working files."""
+    ggic = directory / "ggic"
+    ggic.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("connector", "ml_sdk", "schemas", "install"):
+        shutil.copytree(REPO / name, ggic / name, ignore=ignore)
+    for name in ("setup.py", "README.md"):
+        shutil.copy(REPO / name, ggic / name)
+    return ggic
+
+
 @pytest.mark.skipif(machine_platform() != "x86_64", reason="runs the amd64 manifest of the recipe")
-def test_the_recipe_run_step_serves_inferences_like_a_nucleus_would_run_it(tmp_path, digits_model):
-    """The amd64 manifest's Run script, interpolated as the nucleus does, with the Install step's venv in place."""
+def test_the_recipe_install_and_run_steps_serve_inferences_like_a_nucleus_would_run_them(tmp_path, digits_model,
+                                                                                         installed_venv):
+    """The amd64 manifest's Install script, then its Run script, interpolated as the nucleus does. Install runs
+    install/x86_64.sh from the unpacked artifact for real, on the venv a clean run of that script made for this
+    session (conftest.py: installed_venv): it checks and repairs it and installs ggic from the artifact's source."""
     manifest = next(m for m in recipe()["Manifests"] if m["Platform"]["architecture"] == "amd64")
     work, artifacts = tmp_path / "work", tmp_path / "artifacts"
     work.mkdir()
-    artifacts.mkdir()
-    (work / "venv").symlink_to(Path(sys.prefix))  # what Install (install/x86_64.sh --venv) leaves there
-    (artifacts / "ggic").symlink_to(REPO)  # ggic.zip, unpacked
+    ggic_source = unpacked_artifact(artifacts)
+    venv, _ = installed_venv
+    (work / "venv").symlink_to(venv)
+    variables = {"work:path": work, "artifacts:decompressedPath": artifacts}
+    install = interpolate(manifest["Lifecycle"]["Install"]["Script"], variables, {})
+    done = subprocess.run(["bash", "-c", install], cwd=work, env=dict(clean_env(), PIP_NO_COMPILE="1"),
+                          capture_output=True, text=True, timeout=manifest["Lifecycle"]["Install"]["Timeout"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"-c {ggic_source}/install/constraints.txt {ggic_source}" in done.stdout
+    assert "Successfully installed ggic-" in done.stdout or "Requirement already satisfied: ggic" in done.stdout
+    assert "No broken requirements found." in done.stdout
     configuration = copy.deepcopy(recipe()["ComponentConfiguration"]["DefaultConfiguration"])
     configuration["Parameters"]["MLModelDestinationPath"] = str(digits_model)
     configuration.update(FetchModel="false", Port="0")
-    script = interpolate(manifest["Lifecycle"]["Run"]["Script"],
-                         {"work:path": work, "artifacts:decompressedPath": artifacts}, configuration)
-    env = dict(os.environ, AWS_REGION="us-west-2", **manifest["Lifecycle"]["Setenv"])
+    script = interpolate(manifest["Lifecycle"]["Run"]["Script"], variables, configuration)
+    env = dict(clean_env(), AWS_REGION="us-west-2", **manifest["Lifecycle"]["Setenv"])
     log = tmp_path / "component.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(["bash", "-c", script], cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)

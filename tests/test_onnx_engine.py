@@ -1,9 +1,9 @@
-"""The opt-in ONNX Runtime engine (connector/image_classification/onnx_model.py, `ggic run --engine onnxruntime`)
+"""The ONNX Runtime engine (connector/image_classification/onnx_model.py, `ggic run --engine onnxruntime`)
 answers like MXNet on the committed, really trained digits model, in process and through the real runtime.
 
 Skipped unless the `onnx` extra is installed (`make test` installs it). The reference is a direct MXNet forward
-(bench/material.py `ReferenceModel`, no connector code) of the same tensor; the ONNX model comes from MXNet's own
-exporter with the corrections `connector.image_classification.onnx_model.convert` makes.
+(bench/material.py `ReferenceModel`, no connector code) of the same tensor; the ONNX model comes from our own
+converter (`connector.image_classification.onnx_export`, tested on its own in tests/test_onnx_converter.py).
 """
 
 from __future__ import annotations
@@ -18,19 +18,20 @@ pytest.importorskip("onnxruntime")
 
 from bench.material import DIGITS_MODEL, ReferenceModel, photos, reference_tensor  # noqa: E402
 from connector.image_classification.artifact import locate
-from connector.image_classification.errors import AcceleratorUnavailableError
 from connector.image_classification.model import InputShape
-from connector.image_classification.onnx_model import ONNX_OPSET, OnnxClassifierModel, convert
+from connector.image_classification.onnx_export import convert
+from connector.image_classification.onnx_model import ONNX_OPSET, OnnxClassifierModel
 from examples.models.digits import digit_png, split  # noqa: E402
 
 SHAPE = (3, 28, 28)
-MAX_ABS_DIFF = 1e-4
+MAX_ABS_DIFF = 1e-5
 DIGITS = 30
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    return convert(locate(DIGITS_MODEL), SHAPE, tmp_path_factory.mktemp("onnx") / "digits.onnx")
+    artifact = locate(DIGITS_MODEL)
+    return convert(artifact.symbol_path, artifact.params_path, SHAPE, tmp_path_factory.mktemp("onnx") / "digits.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +69,6 @@ def test_onnx_runtime_answers_like_mxnet_on_heldout_digits_and_photos(engines):
     print(f"max |dp| over {DIGITS} digits and {len(photos())} photos: {worst:.2e}")
 
 
-def test_fix_gamma_batchnorm_runs_with_gamma_one_as_in_mxnet(converted):
-    """The trained params hold bn_data_gamma = 0.9999 (weight decay on a gamma MXNet never uses)."""
-    import mxnet as mx
-
-    stored = mx.nd.load(str(next(DIGITS_MODEL.glob("*.params"))))["arg:bn_data_gamma"].asnumpy()
-    assert not np.all(stored == 1.0)
-    assert converted.fixed_gamma == ["bn_data"]
-    model = onnx.load(converted.onnx_path)
-    gamma = next(t for t in model.graph.initializer if t.name == "bn_data_gamma")
-    np.testing.assert_array_equal(onnx.numpy_helper.to_array(gamma), np.ones(3, np.float32))
-
-
 def test_exported_graph_takes_only_data_and_declares_the_opset_it_was_translated_for(converted):
     model = onnx.load(converted.onnx_path)
     assert [i.name for i in model.graph.input] == ["data"]
@@ -96,7 +85,8 @@ def test_a_second_start_loads_the_cached_conversion(engines, cache):
     second = OnnxClassifierModel(locate(DIGITS_MODEL), InputShape(*SHAPE, source="test"), threads=1,
                                  cache_dir=cache)
     assert second.onnx_path == first.onnx_path and second.onnx_path.stat().st_mtime_ns == written
-    assert sorted(p.name for p in (cache / "onnx").iterdir()) == [first.onnx_path.name]
+    assert sorted(p.name for p in (cache / "onnx").iterdir()) == sorted(
+        first.onnx_path.with_suffix(suffix).name for suffix in (".json", ".lock", ".onnx"))
 
 
 def test_the_runtime_serves_with_onnx_runtime_when_asked(tmp_path, sdk_env, engines):
@@ -118,9 +108,4 @@ def test_the_runtime_serves_with_onnx_runtime_when_asked(tmp_path, sdk_env, engi
             expected = reference.probabilities(body)
             assert got.argmax() == expected.argmax() and np.max(np.abs(got - expected)) <= MAX_ABS_DIFF, name
         log = runtime.log_of("GG-ML-INF-image-classification-imageClassification")
-    assert "on ONNX Runtime (CPU)" in log
-
-
-def test_gpu_acceleration_is_refused_with_the_reason():
-    with pytest.raises(AcceleratorUnavailableError, match="CPU only"):
-        OnnxClassifierModel(locate(DIGITS_MODEL), InputShape(*SHAPE, source="test"), gpu_acceleration="GPU")
+    assert "inference engine: onnxruntime (asked for)" in log and "on ONNX Runtime 1." in log and "(CPU)" in log

@@ -115,8 +115,8 @@ def test_catalog_lists_six_classifiers_and_the_feedback_connector_with_existing_
                                        f"/versions/{entry['version']}$")
 
 
-def test_schema_dir_falls_back_to_installed_copy(tmp_path):
-    installed = tmp_path / "share" / "ggic" / "schemas"
+def test_schema_dir_takes_the_first_directory_holding_the_catalog(tmp_path):
+    installed = tmp_path / "connector" / "contract" / schemas.SCHEMA_PACKAGE_DIR  # a wheel's package data
     installed.mkdir(parents=True)
     (installed / "connectors.json").write_text("{}")
     assert schemas.locate_schema_dir([tmp_path / "missing", installed]) == installed

@@ -16,7 +16,7 @@ CONNECTOR_ID_ENV = "GGIC_CONNECTOR_ID"                # the connector's Id in it
 MODEL_CACHE_ENV = "GGIC_MODEL_CACHE"                  # where fetched and converted models are kept
 
 # The image classification connector's inference workers (`ggic run --engine/--workers/--max-image-pixels`)
-ENGINE_ENV = "GGIC_ENGINE"                            # mxnet (default) or onnxruntime
+ENGINE_ENV = "GGIC_ENGINE"                            # mxnet, onnxruntime or opencv (default: per platform)
 WORKERS_ENV = "GGIC_WORKERS"                          # inference workers: N or auto
 ENGINE_THREADS_ENV = "GGIC_ENGINE_THREADS"            # engine (OpenMP) threads per worker
 MAX_IMAGE_PIXELS_ENV = "GGIC_MAX_IMAGE_PIXELS"        # the largest image a request may decode to

@@ -34,7 +34,7 @@ class ConnectorSettings:
     """What `ggic run` sets for every connector it hosts (its flags), beside each connector's own parameters."""
 
     model_cache: Optional[Path] = None
-    engine: Optional[str] = None              # "mxnet" (default) or "onnxruntime"
+    engine: Optional[str] = None              # "mxnet", "onnxruntime", "opencv"; None: the platform default
     workers: Union[int, str] = 1              # inference workers, or "auto"
     max_image_pixels: Optional[int] = None
     max_image_scans: Optional[int] = None

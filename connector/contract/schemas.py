@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -14,14 +13,16 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 from referencing import Registry, Resource
 
 CATALOG_FILE = "connectors.json"
+#: The data-only package `connector.contract.schema_files` an installed wheel holds them in.
+SCHEMA_PACKAGE_DIR = "schema_files"
 
 
 class SchemaNotFoundError(FileNotFoundError):
-    """The schemas directory is neither in the source tree nor installed under sys.prefix."""
+    """The schemas directory is neither installed with the package nor in the source tree."""
 
 
 def locate_schema_dir(candidates: Iterable[Path]) -> Path:
-    """First candidate holding the catalog: the source tree when run from a checkout, else the installed copy."""
+    """First candidate holding the catalog: the copy installed with the package, else the source tree's."""
     tried = []
     for candidate in candidates:
         if (candidate / CATALOG_FILE).is_file():
@@ -33,9 +34,10 @@ def locate_schema_dir(candidates: Iterable[Path]) -> Path:
 @functools.lru_cache(maxsize=None)
 def schema_dir() -> Path:
     """The directory the schemas and the connector catalog are read from."""
+    here = Path(__file__).resolve().parent
     return locate_schema_dir([
-        Path(__file__).resolve().parents[2] / "schemas",
-        Path(sys.prefix) / "share" / "ggic" / "schemas",
+        here / SCHEMA_PACKAGE_DIR,  # a wheel ships them as package data (setup.py: SCHEMA_PACKAGE)
+        here.parents[1] / "schemas",  # a checkout (or editable install), and the Lambda zip (devices/packaging.py)
     ])
 
 

@@ -80,30 +80,63 @@ class ConnectorDefinitionStore:
         as in the Greengrass API."""
         return [r["Definition"] for r in self.all() if r["Definition"].get("Name") == name]
 
-    def version(self, id_or_name: str, version_id: str) -> Dict[str, Any]:
-        """GetDefinitionVersion's answer: the (only, initial) version `version_id` of the definition."""
+    @staticmethod
+    def _versions(record: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """A record's versions, oldest first, each {Arn, CreationTimestamp, Version, Definition}: the initial one,
+        then those `create_version` added."""
+        definition = record["Definition"]
+        first = record.get("InitialVersion") or {"Version": definition["LatestVersion"],
+                                                 "Arn": definition["LatestVersionArn"]}
+        initial = {"Arn": first["Arn"], "CreationTimestamp": definition["CreationTimestamp"],
+                   "Version": first["Version"], "Definition": record["Version"]}
+        return [initial] + record.get("LaterVersions", [])
+
+    def create_version(self, id_or_name: str, version: Dict[str, Any]) -> Dict[str, Any]:
+        """Create<Kind>DefinitionVersion: a new version of the definition, now its latest; the answer's shape."""
         record = self.get(id_or_name)
         definition = record["Definition"]
-        if definition["LatestVersion"] != version_id:
-            raise DefinitionNotFoundError(
-                f"{self.label} {definition['Id']} has no version {version_id!r} (its version: "
-                f"{definition['LatestVersion']})")
-        return {"Arn": definition["LatestVersionArn"], "CreationTimestamp": definition["CreationTimestamp"],
-                "Definition": record["Version"], "Id": definition["Id"], "Version": definition["LatestVersion"]}
+        version_id = str(uuid.uuid4())
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        entry = {"Arn": f"{definition['Arn']}/versions/{version_id}", "CreationTimestamp": now,
+                 "Version": version_id, "Definition": version}
+        record.setdefault("LaterVersions", []).append(entry)
+        record.setdefault("InitialVersion", {"Version": definition["LatestVersion"],
+                                             "Arn": definition["LatestVersionArn"]})
+        definition.update(LatestVersion=version_id, LatestVersionArn=entry["Arn"], LastUpdatedTimestamp=now)
+        path = self.directory / f"{definition['Id']}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=2))
+        os.replace(temporary, path)
+        return {"Arn": entry["Arn"], "CreationTimestamp": now, "Id": definition["Id"], "Version": version_id}
+
+    def version(self, id_or_name: str, version_id: str) -> Dict[str, Any]:
+        """Get<Kind>DefinitionVersion's answer: the version `version_id` of the definition."""
+        record = self.get(id_or_name)
+        definition = record["Definition"]
+        versions = self._versions(record)
+        for entry in versions:
+            if entry["Version"] == version_id:
+                return {"Arn": entry["Arn"], "CreationTimestamp": entry["CreationTimestamp"],
+                        "Definition": entry["Definition"], "Id": definition["Id"], "Version": entry["Version"]}
+        raise DefinitionNotFoundError(
+            f"{self.label} {definition['Id']} has no version {version_id!r} (its version"
+            f"{'s' if len(versions) > 1 else ''}: {', '.join(entry['Version'] for entry in versions)})")
 
     def versions(self, id_or_name: str) -> List[Dict[str, Any]]:
-        """ListDefinitionVersions' entries: a ggic definition has one version, its initial one."""
-        definition = self.get(id_or_name)["Definition"]
-        return [{"Arn": definition["LatestVersionArn"], "CreationTimestamp": definition["CreationTimestamp"],
-                 "Id": definition["Id"], "Version": definition["LatestVersion"]}]
+        """List<Kind>DefinitionVersions' entries, oldest first."""
+        record = self.get(id_or_name)
+        return [{"Arn": entry["Arn"], "CreationTimestamp": entry["CreationTimestamp"], "Id": record["Definition"]["Id"],
+                 "Version": entry["Version"]} for entry in self._versions(record)]
 
     def get_version(self, version_arn: str) -> Dict[str, Any]:
-        """The stored record whose (only) version has this ARN, as a group version names it."""
+        """The stored record of the definition one of whose versions has this ARN, as a group version names it;
+        its "Version" is that version's contents."""
         records = self.all()
         for record in records:
-            if record["Definition"]["LatestVersionArn"] == version_arn:
-                return record
-        known = ", ".join(r["Definition"]["LatestVersionArn"] for r in records)
+            for entry in self._versions(record):
+                if entry["Arn"] == version_arn:
+                    return dict(record, Version=entry["Definition"])
+        known = ", ".join(entry["Arn"] for r in records for entry in self._versions(r))
         raise DefinitionNotFoundError(
             f"{version_arn!r} is not the version ARN of a {self.label} in {self.directory} "
             f"(known: {known or 'none'})")
@@ -121,3 +154,10 @@ class SubscriptionDefinitionStore(ConnectorDefinitionStore):
 
     kind: ClassVar[str] = "subscriptions"
     label: ClassVar[str] = "subscription definition"
+
+
+class FunctionDefinitionStore(ConnectorDefinitionStore):
+    """Function definitions (`ggic create-function-definition`): a group's user Lambdas and their configuration."""
+
+    kind: ClassVar[str] = "functions"
+    label: ClassVar[str] = "function definition"

@@ -32,9 +32,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from connector.control.definition_store import (
     ConnectorDefinitionStore,
     DefinitionNotFoundError,
+    FunctionDefinitionStore,
     ResourceDefinitionStore,
     SubscriptionDefinitionStore,
 )
+from connector.control import function_definitions
 from connector.core.group_functions import GroupFunction
 from connector.core.runtime import DEFAULT_ACCOUNT_ID, ConnectorDeployment
 from connector.contract.problems import INVALID_PARAMETER_VALUE, INVALID_REQUEST, BadRequestError, request_problems
@@ -52,9 +54,8 @@ GROUP_VERSION_SCHEMA = "group-version.schema.json"
 SAGEMAKER_RESOURCE = "SageMakerMachineLearningModelResourceData"
 UNSUPPORTED_RESOURCES = ("LocalDeviceResourceData", "LocalVolumeResourceData", "S3MachineLearningModelResourceData",
                          "SecretsManagerSecretResourceData")
-# Group version keys ggic stores but does not deploy (user Lambdas come from `ggic run --lambda`).
-NOT_DEPLOYED_KEYS = ("FunctionDefinitionVersionArn", "CoreDefinitionVersionArn", "DeviceDefinitionVersionArn",
-                     "LoggerDefinitionVersionArn")
+# Group version keys ggic stores but does not deploy: the core is this machine, it has no devices, it logs locally.
+NOT_DEPLOYED_KEYS = ("CoreDefinitionVersionArn", "DeviceDefinitionVersionArn", "LoggerDefinitionVersionArn")
 
 # DetailedErrorCodes beyond the connector-definition ones (see parameters.py).
 DUPLICATE_RESOURCE_ID = "DuplicateResourceId"
@@ -175,6 +176,14 @@ class GroupVersionContents:
     connectors: List[dict] = field(default_factory=list)
     resources: List[dict] = field(default_factory=list)
     subscriptions: List[dict] = field(default_factory=list)
+    functions: Dict[str, Any] = field(default_factory=dict)  # the FunctionDefinitionVersion: Functions, DefaultConfig
+    state_dir: Optional[Path] = None  # where the Lambda functions the definition names are stored
+
+    @property
+    def resource_paths(self) -> Dict[str, Path]:
+        """Resource Id → where the resource lies here (an ML resource: its DestinationPath, where fetch_model puts
+        the model), for the functions' ResourceAccessPolicies."""
+        return {resource_id: Path(data["DestinationPath"]) for resource_id, data in self.ml_resources.items()}
 
     @property
     def ml_resources(self) -> Dict[str, dict]:
@@ -190,11 +199,12 @@ def resolve_group_version(state_dir: Path, version: Any, where: str = "group ver
     details = request_problems(GROUP_VERSION_SCHEMA, version)
     if details:
         raise BadRequestError(details, f"Invalid {where}: {len(details)} problem(s) found")
-    contents = GroupVersionContents()
-    warnings = [f"{where}: {key} is stored but not deployed by ggic (give user Lambdas to `ggic run --lambda`)"
-                for key in NOT_DEPLOYED_KEYS if key in version]
+    contents = GroupVersionContents(state_dir=state_dir)
+    warnings = [f"{where}: {key} is stored but not deployed by ggic (the core is this machine: no devices, local "
+                f"logs)" for key in NOT_DEPLOYED_KEYS if key in version]
     stores = {"ConnectorDefinitionVersionArn": ConnectorDefinitionStore(state_dir, ""),
               "ResourceDefinitionVersionArn": ResourceDefinitionStore(state_dir, ""),
+              "FunctionDefinitionVersionArn": FunctionDefinitionStore(state_dir, ""),
               "SubscriptionDefinitionVersionArn": SubscriptionDefinitionStore(state_dir, "")}
     for key, store in stores.items():
         arn = version.get(key)
@@ -209,6 +219,8 @@ def resolve_group_version(state_dir: Path, version: Any, where: str = "group ver
             contents.connectors = record["Version"].get("Connectors", [])
         elif key == "ResourceDefinitionVersionArn":
             contents.resources = record["Version"].get("Resources", [])
+        elif key == "FunctionDefinitionVersionArn":
+            contents.functions = record["Version"]
         else:
             contents.subscriptions = record["Version"].get("Subscriptions", [])
     if details:
@@ -218,8 +230,12 @@ def resolve_group_version(state_dir: Path, version: Any, where: str = "group ver
 
 def deployment_problems(contents: GroupVersionContents) -> List[dict]:
     """Why the group version cannot be deployed: each connector's model must be an ML resource of the group, at the
-    connector's MLModelDestinationPath, from the connector's training job (the ML Feedback connector has no model)."""
+    connector's MLModelDestinationPath, from the connector's training job (the ML Feedback connector has no model);
+    each function's ARN must name a stored version or alias, and its ResourceAccessPolicies resources of the group."""
     details = []
+    if contents.functions and contents.state_dir is not None:
+        details += function_definitions.deployment_problems(contents.state_dir, contents.functions,
+                                                            contents.resource_paths)
     resources = contents.ml_resources
     for connector in contents.connectors:
         parameters = connector.get("Parameters") or {}
@@ -364,7 +380,10 @@ class GroupStore:
     def _deployment_path(self, group_id: str, deployment_id: str) -> Path:
         return self._group_dir(group_id) / "deployments" / f"{deployment_id}.json"
 
-    def create_deployment(self, group_id: str, version_id: str, deployment_type: str) -> dict:
+    def create_deployment(self, group_id: str, version_id: str, deployment_type: str,
+                          function_versions: Optional[Dict[str, str]] = None) -> dict:
+        """A new deployment record; `function_versions` (FunctionArn → published version) pins what its functions'
+        aliases named when it was created."""
         deployment_id = str(uuid.uuid4())
         with self._locked(group_id):
             now = _now()
@@ -380,6 +399,7 @@ class GroupStore:
                 "ErrorMessage": "",
                 "ErrorDetails": [],
                 "UpdatedAt": now,
+                "FunctionVersions": function_versions or {},
             }
             _write_json(self._deployment_path(group_id, deployment_id), deployment)
         return deployment
@@ -438,8 +458,13 @@ class LocalDeployments:
         return self._contents(deployment).subscriptions
 
     def functions(self, deployment: dict) -> List[GroupFunction]:
-        """The deployment's user Lambdas (its function definition version), resolved to stored versions."""
-        return []  # issue 12: resolved from the stored Lambda functions
+        """The deployment's user Lambdas (its function definition version), each at the published version its
+        qualifier named when the deployment was created (so a restarted runtime runs the same code). Raises
+        FunctionResolutionError naming what cannot be deployed (a function or version gone; a resource the group
+        version lacks)."""
+        contents = self._contents(deployment)
+        return function_definitions.group_functions(self.store.state_dir, contents.functions,
+                                                    contents.resource_paths, deployment.get("FunctionVersions"))
 
     def current(self) -> Optional[dict]:
         """The deployment to run at start: the newest one that has not failed and has its models in place."""

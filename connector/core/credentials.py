@@ -16,7 +16,7 @@ import hashlib
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 FUNCTION, CLIENT, CONTROL = "function", "client", "control"
 MAX_CLIENTS = 4096
@@ -31,6 +31,7 @@ class Principal:
     kind: str
     name: str
     function_arn: str = ""  # the ARN it invokes as (MY_FUNCTION_ARN): a client's is the shared client ARN
+    worker: str = ""        # a function's process, where one function has several (on-demand): its worker id
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
@@ -48,7 +49,7 @@ class Credentials:
         self._principals: Dict[bytes, Principal] = {}
         self._clients: "collections.OrderedDict[bytes, Principal]" = collections.OrderedDict()
         self._client_count = 0
-        self._by_function: Dict[str, bytes] = {}
+        self._by_function: Dict[Tuple[str, str], bytes] = {}
         self.control_token = self._issue(Principal(CONTROL, "control"))
 
     def _issue(self, principal: Principal) -> str:
@@ -57,21 +58,22 @@ class Credentials:
             self._principals[_digest(token)] = principal
         return token
 
-    def issue_function(self, function_arn: str) -> str:
-        """A fresh token for a function's process (or a restart of it); its previous token stops working."""
+    def issue_function(self, function_arn: str, worker: str = "") -> str:
+        """A fresh token for a function's process (or a restart of it); its previous token stops working. `worker`
+        tells apart the processes of a function that has several at once (each its own token)."""
         token = secrets.token_urlsafe(_TOKEN_BYTES)
         digest = _digest(token)
         with self._lock:
-            previous = self._by_function.pop(function_arn, None)
+            previous = self._by_function.pop((function_arn, worker), None)
             if previous is not None:
                 self._principals.pop(previous, None)
-            self._principals[digest] = Principal(FUNCTION, function_arn, function_arn)
-            self._by_function[function_arn] = digest
+            self._principals[digest] = Principal(FUNCTION, function_arn, function_arn, worker)
+            self._by_function[(function_arn, worker)] = digest
         return token
 
-    def revoke_function(self, function_arn: str) -> None:
+    def revoke_function(self, function_arn: str, worker: str = "") -> None:
         with self._lock:
-            digest = self._by_function.pop(function_arn, None)
+            digest = self._by_function.pop((function_arn, worker), None)
             if digest is not None:
                 self._principals.pop(digest, None)
 

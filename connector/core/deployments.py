@@ -15,10 +15,17 @@ dispatcher sends their invocations to the generation that is *routed*. A new dep
 
 No invocation is refused, moved or lost on the way, so a client calling continuously sees no failure. Both models
 are in memory during the overlap (a few seconds).
+
+A group's user Lambdas (`GroupFunction`s) are swapped the same way, each generation under its version
+(`...:function:NAME:VERSION`, its MY_FUNCTION_ARN): a function whose version or configuration changed (an alias
+moved to a new version, a new MemorySize, ...) gets a new generation, one that did not change keeps running as it
+is. A pinned Lambda handles its queue in order, so at the switch what the old generation still has queued moves, in
+order, to the head of the new one's queue; the old one only finishes what it holds (within its Timeout).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -43,12 +50,15 @@ from connector.core.runtime import (
     RuntimeConfig,
     RuntimeStartError,
     connector_function_spec,
+    function_kind,
+    group_function_spec,
 )
 
 log = logging.getLogger("ggic.runtime")
 
 WATCH_INTERVAL_S = 0.5
 DRAIN_GRACE_S = 2.0  # beyond the function's timeout: by then the sweeper has answered whatever was left
+DRAIN_WITHOUT_TIMEOUT_S = 60.0  # how long a replaced Lambda without a Timeout may finish what it holds
 
 
 class DeploymentError(RuntimeError):
@@ -101,11 +111,17 @@ class GenerationDispatcher(Dispatcher):
         self.route(function_arn)
         return queue
 
-    def route(self, function_arn: str) -> None:
-        """From now on, callers' invocations of the function go to this generation."""
+    def route(self, function_arn: str, carry_over: bool = False) -> None:
+        """From now on, callers' invocations of the function go to this generation. `carry_over`: what the
+        previous generation still has queued moves to the head of this one's queue (a Lambda's queue is in order)."""
         with self._route_lock:
             queue = self._generations[function_arn]
+            previous = self._routes.get(queue.function_arn)
             self._routes[queue.function_arn] = queue
+            if carry_over and previous is not None and previous is not queue:
+                moved = previous.move_pending_to(queue)
+                if moved:
+                    log.info("%s: %d queued invocation(s) moved to the new generation", function_arn, moved)
 
     def unroute(self, unqualified: str) -> None:
         """The function is no longer deployed: callers get "not deployed"."""
@@ -153,7 +169,8 @@ class GroupRuntime(Runtime):
 
     def __init__(self, config: RuntimeConfig, source: DeploymentSource, deployment: dict,
                  lambdas: List[str]) -> None:
-        super().__init__(config, source.connectors(deployment), lambdas, source.subscriptions(deployment))
+        super().__init__(config, source.connectors(deployment), lambdas, source.subscriptions(deployment),
+                         source.functions(deployment))
         self.source = source
         self.deployment = deployment  # the one serving
         self._last_seen = deployment  # the newest one applied or tried
@@ -169,7 +186,8 @@ class GroupRuntime(Runtime):
 
     def start(self) -> None:
         super().start()
-        self._processes.update({f.spec.arn: f for f in self.functions.values() if f.spec.is_connector})
+        self._processes.update({f.spec.arn: f for f in self.functions.values()
+                                if f.spec.is_connector or f.spec.group_function})
         self._watcher = threading.Thread(target=self._watch, name="deployments", daemon=True)
         self._watcher.start()
 
@@ -194,7 +212,8 @@ class GroupRuntime(Runtime):
             log.info("deployment %s: group version %s", deployment["DeploymentId"], deployment["GroupVersionId"])
             self._last_seen = deployment
             try:
-                self.apply(deployment, self.source.connectors(deployment), self.source.subscriptions(deployment))
+                self.apply(deployment, self.source.connectors(deployment), self.source.subscriptions(deployment),
+                           self.source.functions(deployment))
             except Exception as exc:  # the old generation keeps serving
                 log.error("deployment %s failed: %s", deployment["DeploymentId"], exc)
                 self.source.report(deployment, "Failure", str(exc))
@@ -203,14 +222,29 @@ class GroupRuntime(Runtime):
             log.info("deployment %s succeeded", deployment["DeploymentId"])
 
     def apply(self, deployment: dict, connectors: List[ConnectorDeployment],
-              subscriptions: Sequence[Mapping[str, str]] = ()) -> None:
+              subscriptions: Sequence[Mapping[str, str]] = (), functions: Sequence[GroupFunction] = ()) -> None:
         """Start the new generation, route to it (and by its subscriptions) when all of it is ready, drain and stop
         the old one."""
-        try:  # subscriptions this runtime cannot route fail the deployment before anything starts
-            table = self.subscription_table(connectors, subscriptions)
+        try:  # a Lambda or subscriptions this runtime cannot run fail the deployment before anything starts
+            specs = [group_function_spec(function, self.config) for function in functions]
+            others = [spec for spec in self.specs if not (spec.is_connector or spec.group_function)]
+            table = self.subscription_table(connectors, subscriptions, others + specs)
         except RuntimeStartError as exc:
             raise DeploymentError(str(exc)) from None
         staged: List[HostedFunction] = []
+        kept = set()
+        for spec in specs:
+            current = self.functions.get(unqualified_arn(spec.arn))
+            if current is not None and current.spec == spec:  # unchanged: it keeps running
+                kept.add(unqualified_arn(spec.arn))
+                continue
+            if spec.arn in self._processes:  # the same version with another configuration, beside the old one
+                spec = dataclasses.replace(spec, arn=f"{spec.arn}-{deployment['DeploymentId'][:8]}")
+            queue = self.generations.stage(spec.arn, self.config.max_work_items, spec.timeout_s)
+            process = self.host(spec, queue)
+            self._processes[spec.arn] = process
+            staged.append(process)
+            process.start()
         for connector in connectors:
             spec = connector_function_spec(connector, self.config)
             queue = self.generations.stage(spec.arn, self.config.max_work_items, spec.timeout_s, spec.is_connector)
@@ -224,7 +258,7 @@ class GroupRuntime(Runtime):
             state = self._wait_settled(process)
             if state != State.READY:
                 reason = process.init_error or f"not initialized after {INITIALIZATION_TIMEOUT_S:.0f} s"
-                problems.append(f"connector function {process.spec.arn} failed to start: {reason} "
+                problems.append(f"{function_kind(process.spec)} {process.spec.arn} failed to start: {reason} "
                                 f"(log: {process.spec.log_path})")
         if problems:
             for process in staged:
@@ -232,16 +266,17 @@ class GroupRuntime(Runtime):
             raise DeploymentError("; ".join(problems))
 
         old: List[HostedFunction] = []
-        routed = set()
+        routed = set(kept)
         for process in staged:  # the switch: each function's next invocation goes to the new generation
-            self.generations.route(process.spec.arn)
+            self.generations.route(process.spec.arn, carry_over=process.spec.group_function)
             routed.add(process.queue.function_arn)
             previous = self.functions.get(process.queue.function_arn)
             self.functions[process.queue.function_arn] = process
             if previous is not None:
                 old.append(previous)
         for function_arn, process in list(self.functions.items()):
-            if process.spec.is_connector and function_arn not in routed:  # not in the new group version
+            if (process.spec.is_connector or process.spec.group_function) and function_arn not in routed:
+                # not in the new group version
                 self.generations.unroute(function_arn)
                 del self.functions[function_arn]
                 old.append(process)
@@ -271,7 +306,8 @@ class GroupRuntime(Runtime):
     def _drain(self, process: HostedFunction) -> None:
         """Let an old generation answer what it still holds, then stop it."""
         queue = process.queue
-        deadline = time.monotonic() + (process.spec.timeout_s or 0) + DRAIN_GRACE_S
+        allowance = process.spec.timeout_s or (DRAIN_WITHOUT_TIMEOUT_S if process.spec.group_function else 0)
+        deadline = time.monotonic() + allowance + DRAIN_GRACE_S
         while (len(queue) or queue.in_flight) and time.monotonic() < deadline:
             time.sleep(0.02)
         left = len(queue) + queue.in_flight
@@ -307,7 +343,11 @@ def start_group_runtime(config: RuntimeConfig, source: DeploymentSource, lambdas
     deployment = source.current()
     if deployment is None:
         raise RuntimeStartError("the group has no deployment to run yet: run `ggic create-deployment` first")
-    runtime = GroupRuntime(config, source, deployment, lambdas)
+    try:
+        runtime = GroupRuntime(config, source, deployment, lambdas)
+    except RuntimeStartError as exc:  # a Lambda of the group that cannot run here
+        source.report(deployment, "Failure", str(exc))
+        raise
     try:
         runtime.start()
     except RuntimeStartError as exc:

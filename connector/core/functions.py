@@ -7,22 +7,30 @@ again after a back-off that doubles on each consecutive crash (the queue keeps t
 process that fails to initialize goes to FAILED_INIT and is retried with the same back-off; `ggic run` refuses to come
 up while a connector is in that state. A process that holds an invocation past its timeout (plus grace) is stuck: the
 runtime kills it, and it is reaped like a crash.
+
+A group's user Lambda (`GroupFunction`) runs in such a process too, with two more promises: its MemorySize, held
+against the RSS of its process tree (`MemoryWatchdog`), and its Timeout, counted per invocation from when the process
+takes it. A process killed for either is replaced at once (it is not failing: one invocation asked too much), and
+only the invocation it held fails, with an Unhandled error naming the cause; what is queued waits for the
+replacement. An on-demand function (`on_demand.py`) has several such processes, each tagged with its worker id.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Collection, Dict, Optional
 
 from connector.contract.environment import HANDLER_ENV
-from connector.contract.processes import describe_exit
+from connector.contract.processes import MemoryWatchdog, describe_exit
 from connector.contract.supervision import Backoff, Lifecycle, State, stop_process, watch_exit
 from connector.core.credentials import Credentials
 from connector.core.interpreters import Interpreter, runtime_name
@@ -36,6 +44,8 @@ STOP_GRACE_S = 5.0
 TOKEN_VARIABLE = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 # Variables that point a Python at the runtime's own installation; a Lambda on another Python must not inherit them.
 _FOREIGN_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")
+# The PATH a Greengrass core gives a Lambda process (a group's Lambdas get no variable of the runtime's own).
+LAMBDA_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 _GREENGRASS_WORKER_STATES = {State.STARTING: "Starting", State.FAILED_INIT: "FailedInitialization",
@@ -64,6 +74,10 @@ class FunctionSpec:
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
     interpreter: Optional[Interpreter] = None  # its runtime's Python; None: the runtime's own, with its packages
+    memory_kb: Optional[int] = None          # MemorySize: the RSS its process tree may use
+    pinned: bool = True                      # long-lived; else on-demand (on_demand.py)
+    own_environment: bool = True             # False: only the core's variables and `environment` (a group's Lambda)
+    group_function: bool = False             # a group version's user Lambda (swapped by a deployment)
 
     @property
     def name(self) -> str:
@@ -83,7 +97,14 @@ class FunctionProcess:
     """Owns one function's process: spawns it, reaps it, restarts it, stops it."""
 
     def __init__(self, spec: FunctionSpec, queue: FunctionQueue, core_environment: Dict[str, str],
-                 lambda_site: Path, credentials: Optional[Credentials] = None) -> None:
+                 lambda_site: Path, credentials: Optional[Credentials] = None,
+                 watchdog: Optional[MemoryWatchdog] = None,
+                 on_ended: Optional[Callable[["FunctionProcess", str], None]] = None,
+                 log_file: Optional[RotatingLogFile] = None) -> None:
+        """`watchdog` holds it to `spec.memory_kb`. With `on_ended` the process belongs to an on-demand function:
+        it has a worker id of its own (token, invocations), and when it ends it is not restarted here:
+        `on_ended(process, why)` is called once its own invocations are answered. `log_file`: a log shared
+        with the function's other processes (its owner closes it)."""
         self.spec = spec
         self.queue = queue
         self.core_environment = core_environment
@@ -97,8 +118,14 @@ class FunctionProcess:
         self.lifecycle = Lifecycle(self._lock)  # its state, changed under self._lock
         self._stopping = False
         self._backoff = Backoff()
-        self._log: Optional[RotatingLogFile] = None
+        self._log: Optional[RotatingLogFile] = log_file
+        self._shared_log = log_file is not None
         self._pump: Optional[threading.Thread] = None
+        self.watchdog = watchdog
+        self.on_ended = on_ended
+        self.pool_worker = str(uuid.uuid4()) if on_ended is not None else ""  # its token's and invocations' tag
+        self.started_at = 0.0
+        self._kill_reason = ""  # why the runtime killed it (memory, timeout): the Unhandled error's message
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -108,14 +135,14 @@ class FunctionProcess:
             self._spawn_locked()
 
     def _environment(self) -> Dict[str, str]:
-        env = dict(os.environ)
+        env = dict(os.environ) if self.spec.own_environment else {"PATH": LAMBDA_PATH, "PYTHONDONTWRITEBYTECODE": "1"}
         if self.spec.interpreter is not None:  # another Python: nothing of the runtime's own Python on its path
             for name in _FOREIGN_PYTHON_VARIABLES:
                 env.pop(name, None)
         env.update(self.core_environment)
         env.update(self.spec.environment)
         if self.credentials is not None:  # a fresh token per process: a restart revokes the previous one
-            env[TOKEN_VARIABLE] = self.credentials.issue_function(self.spec.arn)
+            env[TOKEN_VARIABLE] = self.credentials.issue_function(self.spec.arn, self.pool_worker)
         env.update({
             "MY_FUNCTION_ARN": self.spec.arn,
             HANDLER_ENV: self.spec.handler,
@@ -134,11 +161,15 @@ class FunctionProcess:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True)  # a terminal's Ctrl-C is for the runtime, which stops its functions itself
         self._pump = pump(self._process.stdout, self._log)
-        self.worker_id = str(uuid.uuid4())
+        self.worker_id = self.pool_worker or str(uuid.uuid4())
+        self.started_at = time.monotonic()
+        self._kill_reason = ""
         self._set_state_locked(State.STARTING)
         log.info("started %s on %s (%s, pid %d, worker %s), log %s", self.spec.arn, self.spec.runtime,
                  self.spec.python, self._process.pid, self.worker_id, self.spec.log_path)
         process = self._process
+        if self.watchdog is not None and self.spec.memory_kb:
+            self.watchdog.watch(process.pid, self.spec.memory_kb, lambda used: self._over_memory(process, used))
         watch_exit(process, lambda returncode: self._reaped(process, returncode), f"reap-{self.spec.name}")
 
     @property
@@ -148,7 +179,7 @@ class FunctionProcess:
     def _set_state_locked(self, state: State) -> None:
         self.lifecycle.set_locked(state)
 
-    def initialized(self, success: bool, response: str) -> None:
+    def initialized(self, success: bool, response: str, worker: str = "") -> None:
         """The function's runtime loop reported (PUT .../initialized)."""
         with self._lock:
             if success:
@@ -168,21 +199,34 @@ class FunctionProcess:
         return self.lifecycle.wait_settled(timeout)
 
     def _reaped(self, process: subprocess.Popen, returncode: int) -> None:
+        if self.watchdog is not None:
+            self.watchdog.unwatch(process.pid)
         with self._lock:
             if self._stopping or process is not self._process:
                 return
             how = describe_exit(returncode)
             was = self.state
             never_ready = was in (State.STARTING, State.FAILED_INIT)
+            killed = self._kill_reason
             if was == State.STARTING:  # died before it could report: an initialization failure
-                self.init_error = self.init_error or f"the process ended during initialization ({how})"
+                self.init_error = self.init_error or killed or f"the process ended during initialization ({how})"
             lost = self.queue.fail_in_flight(
-                f"function {self.spec.arn} ended unexpectedly ({how}) while handling this request")
+                killed or f"function {self.spec.arn} ended unexpectedly ({how}) while handling this request",
+                self.pool_worker if self.on_ended is not None else None)
             self.restarts += 1
-            delay = self._backoff.failed()
+            # Killed for one invocation's sake (memory, timeout), it is replaced at once; a crash backs off.
+            delay = 0.0 if killed and not never_ready else self._backoff.failed()
             self._set_state_locked(State.FAILED_INIT if never_ready else State.BACKOFF)
-        log.error("%s ended (%s) in state %s; %d request(s) in flight answered with an Unhandled error; "
-                  "restarting in %.0f s", self.spec.arn, how, was.value, lost, delay)
+            if self.on_ended is not None:
+                self._stopping = True
+                self._set_state_locked(State.STOPPED)
+        if self.on_ended is not None:
+            log.info("%s process %d ended (%s)%s; %d request(s) in flight answered with an Unhandled error",
+                     self.spec.arn, process.pid, how, f": {killed}" if killed else "", lost)
+            self.on_ended(self, killed or how)
+            return
+        log.error("%s ended (%s) in state %s%s; %d request(s) in flight answered with an Unhandled error; "
+                  "restarting in %.0f s", self.spec.arn, how, was.value, f" ({killed})" if killed else "", lost, delay)
         timer = threading.Timer(delay, self._restart)
         timer.daemon = True
         timer.start()
@@ -192,14 +236,32 @@ class FunctionProcess:
             if not self._stopping:
                 self._spawn_locked()
 
-    def kill_stuck(self, overdue: int) -> None:
+    def kill_stuck(self, overdue: int, workers: Collection[str] = ()) -> None:
         """The process kept invocations past their timeout: it is stuck; kill it (the reaper restarts it)."""
         process = self._process
         if process is None or process.poll() is not None:
             return
         log.error("%s held %d invocation(s) past its %s s timeout; killing process %d", self.spec.arn, overdue,
                   f"{self.spec.timeout_s:g}", process.pid)
-        process.kill()
+        self._kill(process, f"function {self.spec.arn} ran past its Timeout of {self.spec.timeout_s:g} s; its "
+                            f"process was stopped and is being replaced")
+
+    def _over_memory(self, process: subprocess.Popen, used_kb: int) -> None:
+        log.warning("%s: worker consumed all allocated memory: %d KB used by process %d and its children, "
+                    "MemorySize %d KB; killing it", self.spec.arn, used_kb, process.pid, self.spec.memory_kb)
+        self._kill(process, f"function {self.spec.arn} used {used_kb} KB of memory, over its MemorySize of "
+                            f"{self.spec.memory_kb} KB; its process was stopped and is being replaced")
+
+    def _kill(self, process: subprocess.Popen, reason: str) -> None:
+        """Kill the process (and the process group it leads: its children) for `reason`."""
+        with self._lock:
+            if process is not self._process or process.poll() is not None:
+                return
+            self._kill_reason = self._kill_reason or reason
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            process.kill()
 
     def stop(self) -> None:
         with self._lock:
@@ -208,14 +270,21 @@ class FunctionProcess:
             self._set_state_locked(State.STOPPED)
         if process is not None:
             stop_process(process, STOP_GRACE_S)
+            if self.spec.group_function:  # what a user Lambda started in its session goes with it
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if self.watchdog is not None and process is not None:
+            self.watchdog.unwatch(process.pid)
         if self.credentials is not None:
-            self.credentials.revoke_function(self.spec.arn)
+            self.credentials.revoke_function(self.spec.arn, self.pool_worker)
 
     def close_log(self) -> None:
         """After `stop`: close the log file once the process's last output is in (a retired generation)."""
         if self._pump is not None:
             self._pump.join(STOP_GRACE_S)  # a child that outlives the process may hold the pipe a little longer
-        if self._log is not None and (self._pump is None or not self._pump.is_alive()):
+        if self._log is not None and not self._shared_log and (self._pump is None or not self._pump.is_alive()):
             self._log.close()
 
     @property

@@ -86,6 +86,8 @@ class Invocation:
     function_error: str = ""
     error_reason: Optional[str] = None  # a short tag for metrics, when the function named one (a hosted connector)
     owner: str = ""  # the principal that may collect the result (credentials.py); "" for the runtime's own
+    worker: str = ""  # the process that took it, where a function has several (on-demand)
+    execution_timeout: bool = False  # the timeout counts from when the function took it (a user Lambda's)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _finish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     listener: Optional[Callable[["Invocation"], None]] = field(default=None, repr=False)
@@ -93,7 +95,11 @@ class Invocation:
     @property
     def deadline(self) -> Optional[float]:
         """time.monotonic() by which the invocation must be answered, when its function has a timeout."""
-        return None if self.timeout_s is None else self.received + self.timeout_s
+        if self.timeout_s is None:
+            return None
+        if self.execution_timeout:  # waiting in the queue does not count
+            return None if self.taken is None else self.taken + self.timeout_s
+        return self.received + self.timeout_s
 
     def expired(self, now: float) -> bool:
         deadline = self.deadline
@@ -139,7 +145,11 @@ class FunctionQueue:
     """The ordered work of one function plus the invocations its process holds right now.
 
     `servers`: how many invocations the function serves at once (its host sets it). `shed_load`: refuse at once
-    what cannot be answered in time (see the module docstring)."""
+    what cannot be answered in time (see the module docstring). `execution_timeout`: the timeout counts from when
+    the function takes an invocation, as a Lambda's Timeout does (a user Lambda's queue; a connector's counts from
+    arrival). `on_submit`: called after each submission (an on-demand function starts processes for it).
+    Invocations are tagged with the worker (process) that took them, so that one process's end fails only
+    its own."""
 
     def __init__(self, function_arn: str, max_items: int = DEFAULT_MAX_WORK_ITEMS,
                  timeout_s: Optional[float] = None, shed_load: bool = False) -> None:
@@ -154,6 +164,10 @@ class FunctionQueue:
         # Answered with a timeout error while the function still holds them: its late answer is discarded.
         self._abandoned: Dict[str, Invocation] = {}
         self._cond = threading.Condition()
+        self.execution_timeout = False
+        self.on_submit: Optional[Callable[[], None]] = None
+        self._retired: set = set()  # workers that may take nothing more (an idle on-demand process being stopped)
+        self._last_active: Dict[str, float] = {}  # worker → when it last took or answered an invocation
 
     def __len__(self) -> int:
         with self._cond:
@@ -172,10 +186,13 @@ class FunctionQueue:
                     f"function {self.function_arn} is busy: {len(self._pending)} requests are queued "
                     f"(maxWorkItemCount {self.max_items}); retry later")
             invocation.timeout_s = self.timeout_s
+            invocation.execution_timeout = self.execution_timeout
             if self.shed_load and self.timeout_s is not None:
                 self._admit_locked(invocation)
             self._pending.append(invocation)
             self._cond.notify()
+        if self.on_submit is not None:
+            self.on_submit()
 
     def _admit_locked(self, invocation: Invocation) -> None:
         """Raise OverloadedError when the invocation would have to wait, and the work ahead plus its own service
@@ -194,7 +211,8 @@ class FunctionQueue:
                 f"about {expected:.2f} s, past its deadline (timeout {self.timeout_s:g} s); refused at once, "
                 f"retry later")
 
-    def take(self, timeout: float, still_wanted: Callable[[], bool] = lambda: True) -> Optional[Invocation]:
+    def take(self, timeout: float, still_wanted: Callable[[], bool] = lambda: True,
+             worker: str = "") -> Optional[Invocation]:
         """Hand the oldest pending invocation to the function, waiting up to `timeout` seconds for one.
 
         `still_wanted` is asked just before an item is handed out, so work is never given to a poller that has
@@ -215,10 +233,12 @@ class FunctionQueue:
                     if remaining <= 0:
                         return None
                     self._cond.wait(remaining)
-                if not still_wanted():
+                if not still_wanted() or worker in self._retired:
                     return None
                 invocation = self._pending.popleft()
                 invocation.taken = time.monotonic()
+                invocation.worker = worker
+                self._last_active[worker] = invocation.taken
                 self._in_flight[invocation.id] = invocation
                 return invocation
         finally:
@@ -230,6 +250,9 @@ class FunctionQueue:
         with self._cond:
             invocation = self._in_flight.pop(invocation_id, None)
             late = self._abandoned.pop(invocation_id, None) if invocation is None else None
+            answered = invocation or late
+            if answered is not None:
+                self._last_active[answered.worker] = time.monotonic()
         if invocation is None:
             if late is not None:
                 raise InvocationNotFoundError(
@@ -276,12 +299,20 @@ class FunctionQueue:
                 "TimeoutError"), UNHANDLED)
         return queued, stuck
 
-    def fail_in_flight(self, message: str) -> int:
-        """Answer every invocation the function holds with an Unhandled error (its process is gone)."""
+    def fail_in_flight(self, message: str, worker: Optional[str] = None) -> int:
+        """Answer every invocation the function holds (or, given `worker`, that process holds) with an Unhandled
+        error (its process is gone)."""
         with self._cond:
-            lost = list(self._in_flight.values())
-            self._in_flight.clear()
-            self._abandoned.clear()  # answered already
+            if worker is None:
+                lost = list(self._in_flight.values())
+                self._in_flight.clear()
+                self._abandoned.clear()  # answered already
+            else:
+                lost = [item for item in self._in_flight.values() if item.worker == worker]
+                for item in lost:
+                    del self._in_flight[item.id]
+                for key in [key for key, item in self._abandoned.items() if item.worker == worker]:
+                    del self._abandoned[key]
         for invocation in lost:
             invocation.finish(error_payload(message, "Unhandled"), UNHANDLED)
         return len(lost)
@@ -294,6 +325,56 @@ class FunctionQueue:
         for invocation in lost:
             invocation.finish(error_payload(message, "Unhandled"), UNHANDLED)
         return len(lost)
+
+    def in_flight_of(self, worker: str) -> int:
+        """Invocations one process holds (answered-for ones included)."""
+        with self._cond:
+            return sum(1 for item in list(self._in_flight.values()) + list(self._abandoned.values())
+                       if item.worker == worker)
+
+    def idle_since(self, worker: str, started: float) -> Optional[float]:
+        """When the process last took or answered an invocation (`started` if never); None while it holds one."""
+        with self._cond:
+            if any(item.worker == worker for item in list(self._in_flight.values()) + list(self._abandoned.values())):
+                return None
+            return self._last_active.get(worker, started)
+
+    def move_pending_to(self, other: "FunctionQueue") -> int:
+        """Hand every queued invocation, in order, to `other` (a new generation of the function) ahead of what it
+        holds; they are run there under its timeout. Returns how many moved."""
+        with self._cond:
+            moved = list(self._pending)
+            self._pending.clear()
+        if not moved:
+            return 0
+        with other._cond:
+            for invocation in reversed(moved):
+                invocation.timeout_s = other.timeout_s
+                invocation.execution_timeout = other.execution_timeout
+                other._pending.appendleft(invocation)
+            other._cond.notify_all()
+        if other.on_submit is not None:
+            other.on_submit()
+        return len(moved)
+
+    def pop_oldest(self) -> Optional[Invocation]:
+        """Take the oldest queued invocation out of the queue (its caller answers it)."""
+        with self._cond:
+            return self._pending.popleft() if self._pending else None
+
+    def retire_worker(self, worker: str) -> bool:
+        """Let the process take nothing more, if it holds nothing now (then True: it may be stopped)."""
+        with self._cond:
+            if any(item.worker == worker for item in list(self._in_flight.values()) + list(self._abandoned.values())):
+                return False
+            self._retired.add(worker)
+            self._last_active.pop(worker, None)
+            return True
+
+    def forget_worker(self, worker: str) -> None:
+        with self._cond:
+            self._retired.discard(worker)
+            self._last_active.pop(worker, None)
 
     def oldest_wait_s(self, now: float) -> float:
         with self._cond:

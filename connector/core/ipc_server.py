@@ -95,7 +95,7 @@ _POLL_SLICE_S = 1.0
 # The client ARN a `ggic env` process invokes as (MY_FUNCTION_ARN), given the runtime's region and account.
 ClientArn = Callable[[], str]
 # Called with (function_arn, success, response_text) when a function reports its initialization.
-InitializationListener = Callable[[str, bool, str], None]
+InitializationListener = Callable[[str, bool, str, str], None]  # (function ARN, success, response, worker)
 # Returns {function ARN: worker health information object} for the health check API.
 HealthReporter = Callable[[], Dict[str, dict]]
 # Returns the runtime's readiness report: {"ready": bool, "functions": [...]}.
@@ -143,7 +143,7 @@ class IPCServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.dispatcher = dispatcher
         self.router = router
         self.credentials = credentials
-        self.on_initialized = on_initialized or (lambda arn, ok, text: None)
+        self.on_initialized = on_initialized or (lambda arn, ok, text, worker: None)
         self.workers = workers or dict
         self.max_body_bytes = max_body_bytes
         self.readiness = readiness or (lambda: {"ready": True, "functions": []})
@@ -512,7 +512,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         while True:
             if self.server.stopping:
                 raise IPCError(503, "the Greengrass runtime is stopping")
-            invocation = queue.take(_POLL_SLICE_S, still_wanted=lambda: not self._client_gone())
+            invocation = queue.take(_POLL_SLICE_S, still_wanted=lambda: not self._client_gone(),
+                                    worker=self.principal.worker if self.principal else "")
             if invocation is not None:
                 break
             if self._client_gone():
@@ -550,5 +551,5 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.server.dispatcher.queue(arn)
         except FunctionNotFoundError as exc:
             raise IPCError(404, str(exc)) from None
-        self.server.on_initialized(arn, success, response)
+        self.server.on_initialized(arn, success, response, self.principal.worker if self.principal else "")
         self._send(202)

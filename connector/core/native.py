@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from typing import BinaryIO, Callable, Dict, List, Optional
+from typing import BinaryIO, Callable, Collection, Dict, List, Optional
 
 from connector.contract.hosting import HostedConnector, HostServices, load_factory
 from connector.contract.status import SupervisorStatus
@@ -114,10 +114,10 @@ class NativeFunction:
         """Wait until the connector is READY or has failed to start (or the timeout passes)."""
         return self.lifecycle.wait_settled(timeout)
 
-    def initialized(self, success: bool, response: str) -> None:
+    def initialized(self, success: bool, response: str, worker: str = "") -> None:
         """Only a function process reports its initialization over IPC; nothing to do here."""
 
-    def kill_stuck(self, overdue: int) -> None:
+    def kill_stuck(self, overdue: int, workers: Collection[str] = ()) -> None:
         """The connector held invocations longer than its timeout (they were answered with a timeout error); the
         connector's own supervisor stops an inference that overran (LocalInferenceServiceTimeoutSeconds), so the
         process is not killed: it is the runtime's."""

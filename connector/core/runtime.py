@@ -26,16 +26,19 @@ from connector.contract.hosting import ConnectorSettings, HostServices, connecto
 from connector.contract.status import SupervisorStatus
 from connector.contract.supervision import State
 from connector.core.credentials import Credentials
+from connector.contract.processes import MemoryWatchdog
 from connector.core.functions import TOKEN_VARIABLE, FunctionProcess, FunctionSpec
+from connector.core.group_functions import BINARY, JSON, READ_WRITE, GroupFunction
 from connector.core.interpreters import InterpreterNotFoundError, RuntimeNotSupportedError, resolve
 from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS, REQUEST_RESPONSE, Dispatcher, Invocation, unqualified_arn
 from connector.core.http_limits import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S
 from connector.core.ipc_server import DEFAULT_MAX_BODY_BYTES, IPCServer
 from connector.core.lambda_site import build_lambda_site
-from connector.core.logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from connector.core.logfiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, RotatingLogFile
 from connector.core.metrics import RuntimeMetrics, function_name
 from connector.core.mqtt_bridge import DEFAULT_MAX_QUEUED, MqttBridge, default_client_id
 from connector.core.native import NativeFunction
+from connector.core.on_demand import DEFAULT_IDLE_S, DEFAULT_MAX_PROCESSES, OnDemandFunction
 from connector.core.router import (
     CLOUD_ENDPOINT,
     Publish,
@@ -58,7 +61,8 @@ INITIALIZATION_TIMEOUT_S = 300.0
 NATIVE, LAMBDA = "native", "lambda"  # how the runtime hosts its connectors (--connector-hosting)
 CONNECTOR_HOSTINGS = (NATIVE, LAMBDA)
 # Hosted functions: a connector in the runtime's process, or any function in a process of its own.
-HostedFunction = Union[NativeFunction, FunctionProcess]
+HostedFunction = Union[NativeFunction, FunctionProcess, OnDemandFunction]
+RESOURCE_PATH_PREFIX = "GGIC_RESOURCE_PATH_"  # + a resource's id: where a function finds a resource it may access
 
 
 class RuntimeStartError(RuntimeError):
@@ -82,13 +86,15 @@ class RuntimeConfig:
     log_backups: int = DEFAULT_BACKUPS
     max_image_pixels: Optional[int] = None
     max_image_scans: Optional[int] = None
-    engine: Optional[str] = None  # "mxnet" (default) or "onnxruntime", for every connector
+    engine: Optional[str] = None  # "mxnet", "onnxruntime" or "opencv" for every connector; None: the platform default
     workers: int | str = 1  # inference workers per connector (cores / workers engine threads each), or "auto"
     connector_hosting: str = NATIVE  # or LAMBDA: each connector in a function process, as a Greengrass core runs it
     connector_package: Optional[Path] = None  # LAMBDA: run the connectors from this unpacked `make lambda-zip`
     mqtt_broker: Optional[Tuple[str, int]] = None  # the `cloud` of the subscriptions (host, port)
     mqtt_client_id: Optional[str] = None           # default ggic-<thing or host name>
     mqtt_max_queued: int = DEFAULT_MAX_QUEUED      # messages for the cloud kept while the broker is away
+    on_demand_idle_s: float = DEFAULT_IDLE_S       # an on-demand Lambda's process idle this long is stopped
+    on_demand_max_processes: int = DEFAULT_MAX_PROCESSES  # processes of one on-demand Lambda at once
 
     @property
     def root(self) -> Path:
@@ -163,13 +169,62 @@ def connector_function_spec(connector: ConnectorDeployment, config: RuntimeConfi
                         log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
 
 
+def resource_variable(resource_id: str) -> str:
+    """`GGIC_RESOURCE_PATH_<ID>`: the variable that tells a function where a resource it may access lies."""
+    return RESOURCE_PATH_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", resource_id).upper()
+
+
+def group_function_spec(function: GroupFunction, config: RuntimeConfig) -> FunctionSpec:
+    """A group's user Lambda as this runtime runs it: on its runtime's interpreter, its handler inside its package,
+    with the core's variables and its own `Environment.Variables` only. RuntimeStartError names what cannot run
+    here (an interpreter this machine lacks, an `Executable`, a resource path that is missing or not accessible)."""
+    what = f"function {function.arn} (version {function.version})"
+    if function.executable:
+        raise RuntimeStartError(f"{what}: Executable {function.executable!r} cannot run here: ggic runs Python "
+                                f"Lambdas (a handler module.function on a python runtime) only")
+    if function.encoding not in (JSON, BINARY):
+        raise RuntimeStartError(f"{what}: EncodingType {function.encoding!r} is neither json nor binary")
+    try:
+        interpreter = resolve(function.runtime)
+    except (InterpreterNotFoundError, RuntimeNotSupportedError) as exc:
+        raise RuntimeStartError(f"{what}: {exc}") from None
+    if not Path(function.code_dir).is_dir():
+        raise RuntimeStartError(f"{what}: its deployment package {function.code_dir} is missing")
+    environment = dict(function.variables)
+    for access in function.resource_access:
+        mode, needs = (os.R_OK | os.W_OK, "read-write") if access.permission == READ_WRITE else (os.R_OK, "read")
+        if not os.path.exists(access.path):
+            raise RuntimeStartError(f"{what}: resource {access.resource_id} is at {access.path}, which does not exist")
+        if not os.access(access.path, mode):
+            raise RuntimeStartError(f"{what}: resource {access.resource_id} at {access.path} is not {needs} "
+                                    f"accessible to this runtime")
+        environment[resource_variable(access.resource_id)] = str(access.path)
+    name = re.sub(r"[^a-zA-Z0-9_-]", "-", function.name)
+    # Its process runs as MY_FUNCTION_ARN ...:function:NAME:VERSION (context.function_version is the version, as
+    # in AWS Lambda); callers may name it by any qualifier or none.
+    arn = unqualified_arn(function.arn) + f":{function.version}"
+    return FunctionSpec(arn=arn, handler=function.handler, log_path=config.user_log_dir / config.account_id /
+                        f"{name}.log", encoding=function.encoding, environment=environment,
+                        working_dir=Path(function.code_dir), timeout_s=function.timeout_s, interpreter=interpreter,
+                        memory_kb=function.memory_kb, pinned=function.pinned, own_environment=False,
+                        group_function=True, log_max_bytes=config.log_max_bytes, log_backups=config.log_backups)
+
+
+def function_kind(spec: FunctionSpec) -> str:
+    """How messages name a function: connector function, (pinned or on-demand) Lambda function."""
+    if spec.is_connector:
+        return "connector function"
+    return ("pinned" if spec.pinned else "on-demand") + " Lambda function"
+
+
 class Runtime:
     """Starts the IPC server and the functions, reports readiness, stops everything on request."""
 
     dispatcher_class = Dispatcher  # deployments.GroupRuntime routes invocations between generations
 
     def __init__(self, config: RuntimeConfig, connectors: List[ConnectorDeployment],
-                 lambdas: List[str], subscriptions: Sequence[Mapping[str, str]] = ()) -> None:
+                 lambdas: List[str], subscriptions: Sequence[Mapping[str, str]] = (),
+                 functions: Sequence[GroupFunction] = ()) -> None:
         self.config = config
         self.credentials = Credentials()  # fresh tokens for every start: one per function and per client
         self.metrics = RuntimeMetrics(self.snapshot)
@@ -177,26 +232,30 @@ class Runtime:
         self.connectors: Dict[str, ConnectorDeployment] = {c.function_arn: c for c in connectors}
         self.specs: List[FunctionSpec] = [connector_function_spec(c, config) for c in connectors]
         self.specs += [lambda_function_spec(target, config) for target in lambdas]
+        self.specs += [group_function_spec(function, config) for function in functions]
+        self.memory = MemoryWatchdog()  # holds group Lambdas to their MemorySize
         self.functions: Dict[str, HostedFunction] = {}
         self.server: Optional[IPCServer] = None
         self.lambda_site: Optional[Path] = None  # built at start: see lambda_site.py
         self._server_thread: Optional[threading.Thread] = None
         self._lock: Optional[StateDirectoryLock] = None  # held from start to stop: one runtime per state dir
-        arns = [spec.arn for spec in self.specs]
+        arns = [unqualified_arn(spec.arn) if spec.group_function else spec.arn for spec in self.specs]
         duplicates = sorted({arn for arn in arns if arns.count(arn) > 1})
         if duplicates:
             raise RuntimeStartError(f"two functions would have the same ARN: {', '.join(duplicates)}")
         self.router, self.bridge = self._routing(connectors, subscriptions)
 
     def subscription_table(self, connectors: List[ConnectorDeployment],
-                           subscriptions: Sequence[Mapping[str, str]]) -> SubscriptionTable:
+                           subscriptions: Sequence[Mapping[str, str]],
+                           specs: Optional[Sequence[FunctionSpec]] = None) -> SubscriptionTable:
         """The subscriptions as a table this runtime can route with these connectors and its Lambdas; raises
         RuntimeStartError naming each subscription it cannot (a target it does not host, cloud without broker)."""
         try:
             table = SubscriptionTable.from_definition(subscriptions)
         except SubscriptionError as exc:
             raise RuntimeStartError(str(exc)) from None
-        functions = [spec.arn for spec in self.specs if not spec.is_connector] + [c.function_arn for c in connectors]
+        functions = [spec.arn for spec in (self.specs if specs is None else specs) if not spec.is_connector] + \
+            [c.function_arn for c in connectors]
         errors, warnings = hosting_problems(table, functions, [c.connector_arn for c in connectors],
                                             self.config.mqtt_broker is not None)
         if errors:
@@ -290,14 +349,14 @@ class Runtime:
         self.dispatcher.start_sweeper(self._on_stuck)
 
         for function in self.functions.values():
-            if not function.spec.is_connector:
+            if not (function.spec.is_connector or function.spec.group_function):  # a group's Lambdas too
                 continue
             state = function.wait_settled(INITIALIZATION_TIMEOUT_S)
             if state != State.READY:
                 reason = function.init_error or f"not initialized after {INITIALIZATION_TIMEOUT_S:.0f} s"
                 self.stop()
-                raise RuntimeStartError(f"connector function {function.spec.arn} failed to start: {reason} "
-                                        f"(log: {function.spec.log_path})")
+                raise RuntimeStartError(f"{function_kind(function.spec)} {function.spec.arn} failed to start: "
+                                        f"{reason} (log: {function.spec.log_path})")
         self._write_state()
         log.info("runtime ready: %d function(s) on %s:%d; client environment in %s",
                  len(self.functions), self.config.host, self.server.port, self.env_file)
@@ -306,6 +365,16 @@ class Runtime:
         """How a function runs: a connector natively in this process (unless --connector-hosting lambda), anything
         else in a process of its own, on its runtime's interpreter."""
         connector = self.connectors.get(spec.arn)
+        if spec.group_function:
+            queue.execution_timeout = True  # a Lambda's Timeout counts its run, not its wait in the queue
+            if spec.pinned:
+                return FunctionProcess(spec, queue, self.core_environment(), self.lambda_site, self.credentials,
+                                       self.memory)
+            shared_log = RotatingLogFile(spec.log_path, spec.log_max_bytes, spec.log_backups)
+            return OnDemandFunction(
+                spec, queue, lambda on_ended: FunctionProcess(spec, queue, self.core_environment(), self.lambda_site,
+                                                              self.credentials, self.memory, on_ended, shared_log),
+                self.config.on_demand_max_processes, self.config.on_demand_idle_s, shared_log)
         if connector is None or self.config.connector_hosting == LAMBDA:
             return FunctionProcess(spec, queue, self.core_environment(), self.lambda_site, self.credentials)
         entry_point = connector_spec(connector.connector_arn).hosted
@@ -343,10 +412,10 @@ class Runtime:
         """The process a (possibly qualified) function ARN from the IPC server belongs to."""
         return self.functions.get(unqualified_arn(function_arn))
 
-    def _on_initialized(self, function_arn: str, success: bool, response: str) -> None:
+    def _on_initialized(self, function_arn: str, success: bool, response: str, worker: str = "") -> None:
         function = self._function_for(function_arn)
         if function is not None:
-            function.initialized(success, response)
+            function.initialized(success, response, worker)
 
     def _workers(self) -> Dict[str, dict]:
         return {arn: function.health() for arn, function in list(self.functions.items())}
@@ -354,7 +423,7 @@ class Runtime:
     def _on_stuck(self, function_arn: str, overdue: List[Invocation]) -> None:
         function = self._function_for(function_arn)
         if function is not None:
-            function.kill_stuck(len(overdue))
+            function.kill_stuck(len(overdue), {invocation.worker for invocation in overdue})
 
     # --- telling the truth -------------------------------------------------------------------------------------
 
@@ -431,6 +500,7 @@ class Runtime:
         for function in self.functions.values():
             function.queue.fail_pending("the Greengrass runtime stopped before this request ran")
             function.queue.fail_in_flight("the Greengrass runtime stopped while this request ran")
+        self.memory.stop()
         if self.bridge is not None:
             self.bridge.stop()
         if self.server is not None:

@@ -1,5 +1,9 @@
 """`ggic doctor`: is this device ready to run the connector, and if not, what exactly to do.
 
+It checks what the chosen engine needs (`--engine`, else the platform's default, as the worker chooses it:
+connector/image_classification/engines.py): ONNX Runtime importable and its execution providers, OpenCV with
+`cv2.dnn`, or, only where MXNet is the engine, MXNet and its shared libraries below.
+
 The connector documentation's troubleshooting section lists, per platform, the system libraries the connector needs
 with the minimum *symbol version* of each (e.g. libstdc++.so.6 with GLIBCXX_3.4.21). A library provides a version
 exactly when its ELF `.gnu.version_d` defines that node, which is what the dynamic linker checks at load time, so we
@@ -331,7 +335,11 @@ def numpy_info():
     return {"version": numpy.__version__}
 def cv2_info():
     import cv2
-    return {"version": cv2.__version__}
+    dnn = getattr(cv2, "dnn", None)
+    return {"version": cv2.__version__, "dnn_onnx": hasattr(dnn, "readNetFromONNX")}
+def onnxruntime_info():
+    import onnxruntime
+    return {"version": onnxruntime.__version__, "providers": list(onnxruntime.get_available_providers())}
 def mxnet_info():
     import mxnet as mx
     features = mx.runtime.Features()
@@ -345,18 +353,22 @@ def mxnet_info():
     return {"version": mx.__version__, "features": enabled, "gpus": gpus}
 attempt("numpy", numpy_info)
 attempt("cv2", cv2_info)
-attempt("mxnet", mxnet_info)
+attempt("onnxruntime", onnxruntime_info)
+if "mxnet" in sys.argv[1:]:
+    attempt("mxnet", mxnet_info)
 print(json.dumps(out))
 """
 
 
-def probe_python(python: str = sys.executable, timeout: float = 180.0) -> dict:
-    """Import numpy, OpenCV and MXNet in a child Python: a missing native library can abort the importer."""
+def probe_python(python: str = sys.executable, timeout: float = 180.0, mxnet: bool = True) -> dict:
+    """Import numpy, OpenCV, ONNX Runtime and (when it is the engine) MXNet in a child Python: a missing native
+    library can abort the importer."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_SUBGRAPH_VERBOSE="0")
     try:
-        result = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, env=env)
+        result = subprocess.run([python, "-c", _PROBE] + (["mxnet"] if mxnet else []), capture_output=True,
+                                text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return {"error": f"importing numpy, OpenCV and MXNet took more than {timeout:.0f} s"}
+        return {"error": f"importing numpy, OpenCV, ONNX Runtime and MXNet took more than {timeout:.0f} s"}
     except OSError as exc:
         return {"error": f"cannot run {python}: {exc}"}
     lines = result.stdout.strip().splitlines()
@@ -372,11 +384,13 @@ def _version_tuple(text: str) -> Tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
 
 
-def check_python(probe: dict) -> Check:
+def check_python(probe: dict, engine: str = "mxnet") -> Check:
     version = tuple(probe.get("python") or sys.version_info[:3])
     text = ".".join(map(str, version))
     low, high = PYTHON_RANGE
     found = f"Python {text} ({probe.get('executable', sys.executable)})"
+    if engine != "mxnet" and version[:2] >= low:
+        return Check("python", OK, found)  # numpy 1.23.5's range binds MXNet only (Trixie: Python 3.13, numpy 2)
     if version[:2] < low or version[:2] > high:
         return Check("python", FAIL if version[:2] < low else WARN, found,
                      f"use Python {low[0]}.{low[1]} to {high[0]}.{high[1]}: numpy {PINNED['numpy']} (which MXNet "
@@ -384,12 +398,15 @@ def check_python(probe: dict) -> Check:
     return Check("python", OK, found)
 
 
-def check_numpy(probe: dict) -> Check:
+def check_numpy(probe: dict, engine: str = "mxnet") -> Check:
     info = probe.get("numpy", probe)
     if "error" in info:
         return Check("numpy", FAIL, f"import failed: {info['error']}",
-                     f"pip install -c install/constraints.txt numpy=={PINNED['numpy']}")
+                     f"pip install -c install/constraints.txt numpy=={PINNED['numpy']} (on armv7l, where PyPI has "
+                     f"no numpy wheel: apt-get install python3-numpy and a venv made with --system-site-packages)")
     version = info["version"]
+    if engine != "mxnet":  # ONNX Runtime and cv2.dnn take numpy 1 or 2 (Debian Trixie ships 2.2)
+        return Check("numpy", OK, f"numpy {version} (the {engine} engine takes numpy 1 or 2)")
     if _version_tuple(version)[:2] >= NUMPY_LIMIT:
         return Check("numpy", FAIL, f"numpy {version}",
                      f"MXNet {PINNED['mxnet']} breaks with numpy >= 1.24: pip install numpy=={PINNED['numpy']}")
@@ -447,6 +464,92 @@ def check_mxnet(probe: dict, platform: str) -> List[Check]:
     return checks
 
 
+def os_release(path: Path = Path("/etc/os-release")) -> Dict[str, str]:
+    """/etc/os-release as a dict (ID, VERSION_CODENAME, ...): which packages the advice can name."""
+    fields: Dict[str, str] = {}
+    try:
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep:
+                fields[name.strip()] = value.strip().strip('"')
+    except OSError:
+        pass
+    return fields
+
+
+#: Debian releases without python3-onnxruntime (it arrived in Trixie)
+_NO_DEBIAN_ONNXRUNTIME = ("buster", "bullseye", "bookworm")
+
+
+def engine_advice(engine: str, platform: str, release: Dict[str, str]) -> str:
+    """How to install what `engine` needs on this platform and OS release, in one sentence."""
+    codename = release.get("VERSION_CODENAME", "")
+    os_name = release.get("PRETTY_NAME", "this OS")
+    if engine == "mxnet":
+        return "pip install -c install/constraints.txt mxnet (MXNet runs on x86_64 only)"
+    if engine == "onnxruntime":
+        if platform == "armv7l":
+            if codename in _NO_DEBIAN_ONNXRUNTIME:
+                return (f"PyPI has no armv7l onnxruntime wheel and {os_name} has no python3-onnxruntime: use "
+                        f"--engine opencv (sudo apt-get install python3-opencv), or Debian Trixie, which has "
+                        f"python3-onnxruntime")
+            return ("sudo apt-get install python3-onnxruntime (Debian Trixie or later), with a venv made with "
+                    "--system-site-packages (PyPI has no armv7l wheel)")
+        extra = " (PyPI's aarch64 wheels need glibc >= 2.28)" if platform == "aarch64-jtx2" else ""
+        return f"pip install -c install/constraints.txt onnxruntime{extra}"
+    if platform == "armv7l":
+        return ("sudo apt-get install python3-opencv (Debian Bookworm: OpenCV 4.6 with cv2.dnn), with a venv made "
+                "with --system-site-packages (PyPI has no armv7l wheel)")
+    return "pip install -c install/constraints.txt opencv-python-headless"
+
+
+def catalog_platform(platform: str) -> str:
+    """`aarch64-jtx2` -> `aarch64`: the doctor's platform names as the engine choice takes them."""
+    return {doctor: catalog for catalog, doctor in DOCTOR_NAMES.items()}[platform]
+
+
+def check_engine(requested: Optional[str], platform: str) -> Tuple[Check, Optional[str]]:
+    """The engine the connector would serve with here (`requested`, or the platform's default), as the worker
+    chooses it; or FAIL with why."""
+    from connector.image_classification.engines import EngineUnavailableError, choose_engine
+
+    try:
+        choice = choose_engine(requested, catalog_platform(platform))
+    except EngineUnavailableError as exc:
+        advice = ("leave --engine unset, or pick one this platform runs" if requested else
+                  "install one engine; see docs/engines.md")
+        return Check("engine", FAIL, str(exc), advice), None
+    return Check("engine", OK, str(choice)), choice.name
+
+
+def check_onnxruntime(probe: dict, platform: str, release: Dict[str, str]) -> List[Check]:
+    info = probe.get("onnxruntime", probe)
+    if "error" in info:
+        return [Check("onnxruntime", FAIL, f"import onnxruntime failed: {info['error']}",
+                      engine_advice("onnxruntime", platform, release))]
+    providers = info.get("providers", [])
+    checks = [Check("onnxruntime", OK, f"ONNX Runtime {info['version']}, providers {', '.join(providers)}")]
+    cuda = "CUDAExecutionProvider" in providers
+    if platform == "aarch64-jtx2" and not cuda:
+        checks.append(Check("onnxruntime-gpu", WARN, "no CUDAExecutionProvider: GPUAcceleration=GPU will refuse "
+                                                     "to start (GPUAcceleration=CPU works)",
+                            "install NVIDIA's onnxruntime-gpu wheel for this JetPack (install/nvidiajtx2.sh)"))
+    elif cuda:
+        checks.append(Check("onnxruntime-gpu", OK, "CUDAExecutionProvider: GPUAcceleration=GPU runs on it"))
+    return checks
+
+
+def check_opencv_dnn(probe: dict, platform: str, release: Dict[str, str]) -> Check:
+    info = probe.get("cv2", probe)
+    if "error" in info:
+        return Check("opencv-dnn", FAIL, f"import cv2 failed: {info['error']}",
+                     engine_advice("opencv", platform, release))
+    if not info.get("dnn_onnx"):
+        return Check("opencv-dnn", FAIL, f"OpenCV {info['version']} has no cv2.dnn.readNetFromONNX",
+                     f"install an OpenCV built with its dnn module: {engine_advice('opencv', platform, release)}")
+    return Check("opencv-dnn", OK, f"OpenCV {info['version']} cv2.dnn reads ONNX")
+
+
 def detect_gpus() -> Dict[str, object]:
     """What this machine shows of NVIDIA GPUs: nvidia-smi, device nodes, and a Jetson's L4T release."""
     found: Dict[str, object] = {}
@@ -492,25 +595,40 @@ def check_gpu(platform: str, gpus: Dict[str, object]) -> List[Check]:
 
 
 def run_doctor(platform: Optional[str] = None, library_path: Optional[Sequence[Path]] = None,
-               machine: Optional[str] = None) -> Report:
-    """All checks for `platform` (default: this machine's), in the order a person would fix them."""
+               machine: Optional[str] = None, engine: Optional[str] = None) -> Report:
+    """All checks for `platform` (default: this machine's) and the engine the connector would use there (`engine`,
+    as `ggic run --engine`, or the platform's default), in the order a person would fix them. MXNet's libraries
+    are checked only where MXNet is the engine."""
     machine = machine or _platform.machine()
     here = machine_platform(machine)
     platform = platform or (DOCTOR_NAMES[here] if here else "x86_64")
     if platform not in PLATFORMS:
         raise ValueError(f"unknown platform {platform!r}: choose one of {', '.join(PLATFORMS)}")
+    release = os_release()
     checks: List[Check] = [check_platform(platform, machine)]
+    engine_check, chosen = check_engine(engine, platform)
+    checks.append(engine_check)
     finder = LibraryFinder(platform, library_path)
-    package_dir = mxnet_package_dir()
-    mxnet_check, mxnet_needs = check_mxnet_libraries(finder, package_dir)
+    package_dir = mxnet_package_dir() if chosen == "mxnet" else None
+    mxnet_needs: Optional[Tuple[str, ...]] = None
+    mxnet_check = None
+    if chosen == "mxnet":
+        mxnet_check, mxnet_needs = check_mxnet_libraries(finder, package_dir)
     if package_dir is not None:
         finder.directories.append(package_dir)  # the wheel's bundled libraries (libgfortran.so.3 on x86_64)
-    checks += [check_library(requirement, finder, mxnet_needs, platform) for requirement in REQUIREMENTS[platform]]
-    checks.append(mxnet_check)
-    probe = probe_python()
-    checks.append(check_python(probe))
-    checks += check_mxnet(probe, platform)
-    checks.append(check_numpy(probe))
+    checks += [check_library(requirement, finder, mxnet_needs, platform) for requirement in REQUIREMENTS[platform]
+               if chosen == "mxnet" or not requirement.only_if_mxnet_needs]  # libgfortran: MXNet's alone
+    if mxnet_check is not None:
+        checks.append(mxnet_check)
+    probe = probe_python(mxnet=chosen == "mxnet")
+    checks.append(check_python(probe, chosen or "mxnet"))
+    if chosen == "mxnet":
+        checks += check_mxnet(probe, platform)
+    elif chosen == "onnxruntime":
+        checks += check_onnxruntime(probe, platform, release)
+    elif chosen == "opencv":
+        checks.append(check_opencv_dnn(probe, platform, release))
+    checks.append(check_numpy(probe, chosen or "mxnet"))
     checks.append(check_opencv(probe))
     checks += check_gpu(platform, detect_gpus())
     for check in checks:

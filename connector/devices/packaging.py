@@ -12,22 +12,27 @@ documentation's install scripts, or `install/`), as with the original connector.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import connector
+from connector.contract.schemas import schema_dir
+
 HANDLER = "connector.image_classification.handler.function_handler"
 CONNECTOR_PACKAGES = ("contract", "image_classification")
 
 
 def package_files() -> list[tuple[Path, str]]:
-    files = [(REPO / "connector" / "__init__.py", "connector/__init__.py")]
-    files += [(path, path.relative_to(REPO).as_posix()) for package in CONNECTOR_PACKAGES
-              for path in sorted((REPO / "connector" / package).glob("*.py"))]
-    files += [(path, path.relative_to(REPO / "ml_sdk").as_posix())
-              for path in sorted((REPO / "ml_sdk" / "greengrass_machine_learning_sdk").glob("*.py"))]
-    files += [(path, f"schemas/{path.name}") for path in sorted((REPO / "schemas").glob("*.json"))]
+    """(source, name in the zip), read from wherever ggic is installed: a checkout or an installed wheel."""
+    root = Path(connector.__file__).resolve().parent
+    files = [(root / "__init__.py", "connector/__init__.py")]
+    files += [(path, f"connector/{package}/{path.name}") for package in CONNECTOR_PACKAGES
+              for path in sorted((root / package).glob("*.py"))]
+    sdk = Path(list(importlib.util.find_spec("greengrass_machine_learning_sdk").submodule_search_locations)[0])
+    files += [(path, f"greengrass_machine_learning_sdk/{path.name}") for path in sorted(sdk.glob("*.py"))]
+    files += [(path, f"schemas/{path.name}") for path in sorted(schema_dir().glob("*.json"))]
     return files
 
 

@@ -120,6 +120,16 @@ class UnsafeArchiveError(ModelArtifactError):
     """A model.tar.gz member would land outside the extraction directory or is not a plain file/directory."""
 
 
+class ParamsFormatError(ModelArtifactError):
+    """The `.params` file is not an MXNet NDArray list the converter can read (truncated, corrupt, sparse storage,
+    a dtype numpy lacks)."""
+
+
+class UnsupportedOperatorError(ModelArtifactError):
+    """The symbol uses an operator (or an operator setting) that the ONNX converter does not translate; the message
+    names the operator and the node."""
+
+
 class InputShapeMismatchError(ModelArtifactError):
     """The training job's image_shape and the artifact's model-shapes.json disagree: the model at
     MLModelDestinationPath was not trained by the job that MLModelSageMakerJobArn names."""
@@ -140,7 +150,12 @@ class TrainingJobError(ConnectorStartError):
 
 
 class AcceleratorUnavailableError(ConnectorStartError):
-    """GPUAcceleration=GPU was asked for and this machine or MXNet build cannot provide it."""
+    """GPUAcceleration=GPU was asked for and this machine or the engine's build cannot provide it."""
+
+
+class EngineUnavailableError(ConfigurationError):
+    """The engine asked for (`--engine`, GGIC_ENGINE), or every engine this platform could use, cannot run on this
+    machine."""
 
 
 class MemoryLimitTooSmallError(ConfigurationError):

@@ -15,13 +15,10 @@ from typing import Mapping, Optional, Tuple
 
 import numpy as np
 
-from connector.contract.environment import ENGINE_THREADS_ENV, GPU_FALLBACK_ENV
+from connector.contract.environment import ENGINE_THREADS_ENV
+from connector.image_classification.accelerator import gpu_unavailable
 from connector.image_classification.artifact import ModelArtifact, read_model_shapes
-from connector.image_classification.errors import (
-    AcceleratorUnavailableError,
-    InputShapeMismatchError,
-    ModelArtifactError,
-)
+from connector.image_classification.errors import InputShapeMismatchError, ModelArtifactError
 from connector.image_classification.training_job import TrainingJob
 
 log = logging.getLogger(__name__)
@@ -83,23 +80,13 @@ def import_mxnet(threads: int):
     return mxnet
 
 
-#: Set to "cpu" to serve on the CPU, with a warning, when GPUAcceleration=GPU cannot be met (the default refuses).
-
-
 def select_context(mx, gpu_acceleration: str, environ: Optional[Mapping[str, str]] = None):
     """mx.cpu() or mx.gpu(0); a GPU request that cannot be met stops the start with the reason.
 
-    Silently serving a GPU request on the CPU would hide a broken device (and be many times slower), so falling
-    back needs the user's explicit GGIC_GPU_FALLBACK=cpu, and is logged as a warning.
+    Falling back to the CPU needs the user's explicit GGIC_GPU_FALLBACK=cpu (accelerator.gpu_unavailable).
     """
     if gpu_acceleration != "GPU":
         return mx.cpu()
-    environ = os.environ if environ is None else environ
-    fallback = environ.get(GPU_FALLBACK_ENV, "")
-    if fallback not in ("", "cpu"):
-        raise AcceleratorUnavailableError(
-            f"{GPU_FALLBACK_ENV}={fallback!r} is not understood: set it to 'cpu' (serve on the CPU when no GPU can "
-            f"be used) or leave it unset (refuse to start)")
     if not mx.runtime.Features().is_enabled("CUDA"):
         problem = ("GPUAcceleration=GPU, but the installed MXNet was built without CUDA: install a CUDA build of "
                    "MXNet (e.g. mxnet-cu112, or on a Jetson one built for its JetPack) or set GPUAcceleration=CPU")
@@ -108,10 +95,8 @@ def select_context(mx, gpu_acceleration: str, environ: Optional[Mapping[str, str
                    "CUDA_VISIBLE_DEVICES, or set GPUAcceleration=CPU")
     else:
         return mx.gpu(0)
-    if fallback == "cpu":
-        log.warning("%s; serving on the CPU because %s=cpu", problem, GPU_FALLBACK_ENV)
-        return mx.cpu()
-    raise AcceleratorUnavailableError(f"{problem} ({GPU_FALLBACK_ENV}=cpu falls back to the CPU instead)")
+    gpu_unavailable(problem, environ)  # raises, unless GGIC_GPU_FALLBACK=cpu
+    return mx.cpu()
 
 
 class ClassifierModel:

@@ -10,8 +10,9 @@ it, reaps it and replaces it:
         │                  │
         └──failed / died───┴──▶ BACKOFF ──delay──▶ STARTING
 
-* Memory: a watchdog thread reads each worker's RSS every few milliseconds and kills it with SIGKILL above its
-  share of `LocalInferenceServiceMemoryLimitKB`; the request it held fails with `MemoryLimitExceededError`.
+* Memory: a watchdog thread (`connector.contract.processes.MemoryWatchdog`, the one the core holds Lambdas to their
+  MemorySize with) reads each worker's RSS every few milliseconds and kills it with SIGKILL above its share of
+  `LocalInferenceServiceMemoryLimitKB`; the request it held fails with `MemoryLimitExceededError`.
 * Time (docs/overload.md): LocalInferenceServiceTimeoutSeconds bounds two things. The caller's wait: a request is
   answered, or fails with `InferenceTimeoutError`, by its deadline (the timeout from its arrival, queueing counted);
   one whose deadline passes before a worker takes it never reaches a worker, and one that cannot be served in what
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from connector.contract.environment import ENGINE_THREADS_ENV, WORKERS_ENV
-from connector.contract.processes import RSSWatch, available_memory_kb, describe_exit
+from connector.contract.processes import MemoryWatchdog, available_memory_kb, describe_exit
 from connector.contract.service_time import ServiceTime
 from connector.contract.status import SupervisorStatus, WorkerStatus
 from connector.contract.supervision import Backoff, State, stop_process, watch_exit
@@ -255,6 +256,7 @@ class InferenceSupervisor:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stopping = False
+        self.memory = MemoryWatchdog(WATCH_INTERVAL_S, "memory-watchdog")
         self._waiting = 0                    # requests waiting for an idle worker
         self._sequence = itertools.count(1)  # each request's number: the worker echoes it with the answer
         self.service_time = ServiceTime()    # one inference on a worker of the layout, measured
@@ -277,8 +279,7 @@ class InferenceSupervisor:
 
         With `auto`, wait for the first worker only, decide the layout on its measured memory and start the others
         in the background (see the class docstring); `size` is the worker count from then on."""
-        for target, name in ((self._watch_memory, "memory-watchdog"), (self._heartbeat, "heartbeat")):
-            threading.Thread(target=target, name=name, daemon=True).start()
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         for worker in [self._spawn(slot) for slot in range(self.size)]:  # they load side by side
             problem = self._boot(worker)
             if problem is not None:
@@ -344,6 +345,7 @@ class InferenceSupervisor:
             self._stopping = True
             workers = self.workers
             self._changed.notify_all()
+        self.memory.stop()
         for worker in workers:
             if worker.process.poll() is None:
                 worker.kill_reason = "stop"
@@ -377,6 +379,9 @@ class InferenceSupervisor:
             worker.kill_reason = "stop"
             process.kill()
             process.wait()
+        else:
+            self.memory.watch(process.pid, lambda: self._ceiling(worker), lambda used: self._over_memory(worker, used),
+                              on_reading=lambda used: self._observe_memory(worker, used), tree=False)
         self.log.info("inference worker %d starting", worker.pid)
         return worker
 
@@ -726,28 +731,21 @@ class InferenceSupervisor:
 
     # --- watchers --------------------------------------------------------------------------------------------
 
-    def _watch_memory(self) -> None:
-        watches: Dict[int, RSSWatch] = {}
-        while not self._stopping:
-            workers = self.workers
-            for pid in set(watches) - {worker.pid for worker in workers}:
-                watches.pop(pid).close()
-            for worker in workers:
-                if worker.process.returncode is not None:
-                    continue
-                watch = watches.get(worker.pid) or watches.setdefault(worker.pid, RSSWatch(worker.pid))
-                used = watch.read_kb()
-                if used is None:
-                    continue
-                worker.rss_kb = used
-                worker.peak_rss_kb = max(worker.peak_rss_kb, used)
-                ceiling = worker.ceiling_kb or self.share_kb * (LOAD_HEADROOM if worker.state == State.STARTING else 1)
-                if used > ceiling and not worker.kill_reason:
-                    worker.breach_kb = used
-                    self.log.warning("inference worker %d consumed all allocated memory: %d KB used, limit %d KB; "
-                                     "killing it", worker.pid, used, ceiling)
-                    self._kill(worker, "memory")
-            time.sleep(WATCH_INTERVAL_S)
+    def _ceiling(self, worker: Worker) -> int:
+        """What the worker may use now: its share of the limit (twice that while it loads), a probe's own."""
+        return worker.ceiling_kb or self.share_kb * (LOAD_HEADROOM if worker.state == State.STARTING else 1)
+
+    def _observe_memory(self, worker: Worker, used: int) -> None:
+        worker.rss_kb = used
+        worker.peak_rss_kb = max(worker.peak_rss_kb, used)
+
+    def _over_memory(self, worker: Worker, used: int) -> None:
+        if worker.kill_reason or worker.process.returncode is not None:
+            return
+        worker.breach_kb = used
+        self.log.warning("inference worker %d consumed all allocated memory: %d KB used, limit %d KB; killing it",
+                         worker.pid, used, self._ceiling(worker))
+        self._kill(worker, "memory")
 
     def _heartbeat(self) -> None:
         while not self._stopping:

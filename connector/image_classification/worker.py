@@ -1,4 +1,4 @@
-"""The inference worker: the only process that loads MXNet and runs model code.
+"""The inference worker: the only process that loads the inference engine and runs model code.
 
 Started by `supervisor.InferenceSupervisor` as `python -m connector.image_classification.worker` with the connector's
 parameters in its environment. It loads the model, runs one warm-up forward (so the memory it reports is what serving

@@ -18,12 +18,12 @@ from typing import Optional, Sequence
 
 from connector import __version__
 from connector.contract.environment import STATE_DIR_ENV
-from connector.control.cli import client, definitions, doctor, groups, models, running
+from connector.control.cli import client, definitions, doctor, functions, groups, importing, models, running
 from connector.control.cli.arguments import CLIError
 from connector.control.cli.output import silence_stdout
 
 # One module per command family, in the order `ggic --help` lists them.
-FAMILIES = (definitions, running, client, doctor, models, groups)
+FAMILIES = (definitions, functions, running, client, doctor, models, groups, importing)
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program killed by SIGPIPE
 
 

@@ -41,7 +41,7 @@ def read_json_argument(value: str, what: str) -> Any:
         raise CLIError(f"{what}: invalid JSON: {exc}", 255) from None
 
 
-def read_blob_argument(value: str) -> bytes:
+def read_blob_argument(value: str, what: str = "--body") -> bytes:
     """`fileb://path` (AWS CLI), a plain path, or `-` for standard input."""
     if value == "-":
         return sys.stdin.buffer.read()
@@ -49,7 +49,7 @@ def read_blob_argument(value: str) -> bytes:
     try:
         return Path(path).expanduser().read_bytes()
     except OSError as exc:
-        raise CLIError(f"--body: cannot read {path}: {exc}", 255) from None
+        raise CLIError(f"{what}: cannot read {path}: {exc}", 255) from None
 
 
 def default_region() -> Optional[str]:

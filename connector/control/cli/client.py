@@ -1,5 +1,5 @@
-"""`status`, `env`, `invoke`, `list-functions`: talking to a running runtime, as its health endpoint or as one of
-its Lambdas."""
+"""`status`, `env`, `invoke`, `list-functions --running`: talking to a running runtime, as its health endpoint or as
+one of its Lambdas."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from connector.contract.status import SupervisorStatus
 from connector.control.cli.arguments import CLIError, read_blob_argument, read_labels
-from connector.control.cli.output import add_output_option, emit
+from connector.control.cli.output import emit
 
 # What the image classification connector takes, by file name extension (when the first bytes do not say).
 EXTENSION_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg", ".jfif": "image/jpeg",
@@ -97,7 +97,9 @@ def load_client_environment(state_dir: Path) -> Dict[str, str]:
         raise CLIError(f"the runtime that wrote {env_file} is no longer running: start `ggic run` again") from None
     environment = {}
     for line in env_file.read_text().splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
+        if line.startswith("export "):  # not str.removeprefix: ggic runs on Python 3.8
+            line = line[len("export "):]
+        name, _, value = line.partition("=")
         environment[name] = value
     environment[TOKEN_VARIABLE] = issue_client_token(state_dir, state)
     return environment
@@ -212,8 +214,8 @@ def running_functions(state_dir: Path) -> Optional[List[Dict[str, Any]]]:
     return functions
 
 
-def cmd_list_functions(args: argparse.Namespace) -> int:
-    """ListFunctions: the running runtime's functions (ggic stores no functions of its own)."""
+def cmd_list_running_functions(args: argparse.Namespace) -> int:
+    """`ggic list-functions --running`: the running runtime's functions, in ListFunctions' shape."""
     functions = running_functions(args.state_dir)
     if functions is None:
         print(f"ggic: no runtime is running with state directory {args.state_dir}: no functions",
@@ -242,8 +244,3 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     invoke.add_argument("--labels", type=Path, help="class names: one per line, or JSON")
     invoke.add_argument("--top-k", type=int, help="print the K most probable classes")
     invoke.set_defaults(func=cmd_invoke)
-
-    functions = commands.add_parser("list-functions", parents=[common],
-                                    help="the running runtime's functions (aws lambda list-functions shape)")
-    add_output_option(functions)
-    functions.set_defaults(func=cmd_list_functions)

@@ -23,7 +23,8 @@ from connector.control.cli.output import add_output_option, emit
 # The kinds of definition ggic stores: (CLI noun, API noun, store class name in definition_store).
 KINDS = (("connector", "Connector", "ConnectorDefinitionStore"),
          ("resource", "Resource", "ResourceDefinitionStore"),
-         ("subscription", "Subscription", "SubscriptionDefinitionStore"))
+         ("subscription", "Subscription", "SubscriptionDefinitionStore"),
+         ("function", "Function", "FunctionDefinitionStore"))
 
 
 def _create_definition(args: argparse.Namespace, operation: str, validate, store_class, arns) -> int:

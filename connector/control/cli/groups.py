@@ -99,6 +99,7 @@ def cmd_create_deployment(args: argparse.Namespace) -> int:
         serving_runtime,
         wait_applied,
     )
+    from connector.control.function_definitions import resolved_versions
     from connector.control.groups import GroupNotFoundError, GroupStore
 
     cli_logging(args.verbose)
@@ -116,7 +117,8 @@ def cmd_create_deployment(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
 
     group_id = record["Group"]["Id"]
-    deployment = store.create_deployment(group_id, version["Version"], args.deployment_type)
+    deployment = store.create_deployment(group_id, version["Version"], args.deployment_type,
+                                         resolved_versions(args.state_dir, contents.functions))
     try:  # the deployment goes on whoever reads the answer: a closed pipe only silences the rest
         emit(args, "CreateDeployment", {"DeploymentArn": deployment["DeploymentArn"],
                                         "DeploymentId": deployment["DeploymentId"]})

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from connector.contract.environment import ENGINE_ENV
 from connector.control.cli.arguments import DEFAULT_REGION, CLIError, aws_region, default_region, pick
 from connector.core.invocations import DEFAULT_MAX_WORK_ITEMS
 from connector.core.http_limits import DEFAULT_MAX_CONNECTIONS, IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S
 from connector.core.ipc_server import DEFAULT_MAX_BODY_BYTES
 from connector.core.logfiles import DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES
 from connector.core.mqtt_bridge import DEFAULT_MAX_QUEUED as DEFAULT_MQTT_MAX_QUEUED
+from connector.core.on_demand import DEFAULT_IDLE_S as DEFAULT_ON_DEMAND_IDLE_S
+from connector.core.on_demand import DEFAULT_MAX_PROCESSES as DEFAULT_ON_DEMAND_MAX_PROCESSES
 
 log = logging.getLogger("ggic")
 
@@ -33,7 +37,8 @@ def runtime_config(args: argparse.Namespace, region: str):
                          engine=args.engine, workers=args.workers,
                          mqtt_broker=args.mqtt_broker, mqtt_client_id=args.mqtt_client_id,
                          mqtt_max_queued=args.mqtt_max_queued, connector_hosting=args.connector_hosting,
-                         connector_package=args.connector_package)
+                         connector_package=args.connector_package, on_demand_idle_s=args.on_demand_idle,
+                         on_demand_max_processes=args.on_demand_max_processes)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -43,6 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from connector.core.runtime import Runtime, RuntimeStartError
     from connector.core.state_lock import StateDirectoryInUseError
 
+    _check_engine(args.engine)
     if args.group:
         if args.connector_definition:
             raise CLIError("give --group or --connector-definition, not both: a group names its connectors")
@@ -147,6 +153,19 @@ def _broker_address(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _check_engine(engine: Optional[str]) -> None:
+    """Refuse, before anything starts, an engine that cannot run on this machine (`--engine` or GGIC_ENGINE): the
+    workers would each fail to load with the same reason."""
+    if not engine:
+        return
+    from connector.image_classification.engines import EngineUnavailableError, choose_engine
+
+    try:
+        choose_engine(engine)
+    except EngineUnavailableError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _check_platforms(connectors: List[Dict[str, Any]], allow: bool) -> None:
     """Refuse, before anything starts, connectors built for another platform than this machine's."""
     from connector.contract.catalog import connector_spec
@@ -228,8 +247,9 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     run.add_argument("--ipc-request-timeout", type=float, default=REQUEST_TIMEOUT_S, metavar="S",
                      help="an IPC request's head and body must arrive within S seconds of its first line "
                           "(default 30)")
-    run.add_argument("--engine", choices=("mxnet", "onnxruntime"),
-                     help="inference engine of the connectors (default mxnet; onnxruntime needs the onnx extra)")
+    run.add_argument("--engine", choices=("mxnet", "onnxruntime", "opencv"), default=os.environ.get(ENGINE_ENV) or None,
+                     help="inference engine of the connectors (default: GGIC_ENGINE, else this platform's: mxnet on "
+                          "x86_64, onnxruntime where it imports and else opencv on ARM; docs/engines.md)")
     from connector.image_classification.supervisor import parse_workers
     run.add_argument("--workers", type=parse_workers, default=1, metavar="N|auto",
                      help="inference workers per connector, each with cores/workers engine threads; "
@@ -261,6 +281,12 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     run.add_argument("--mqtt-max-queued", type=int, default=DEFAULT_MQTT_MAX_QUEUED,
                      help="messages for the cloud kept while the broker is away; beyond, they are dropped "
                           f"(default {DEFAULT_MQTT_MAX_QUEUED})")
+    run.add_argument("--on-demand-idle", type=float, default=DEFAULT_ON_DEMAND_IDLE_S, metavar="S",
+                     help="a group's on-demand Lambda: stop a process idle this long "
+                          f"(default {DEFAULT_ON_DEMAND_IDLE_S:g} s)")
+    run.add_argument("--on-demand-max-processes", type=int, default=DEFAULT_ON_DEMAND_MAX_PROCESSES, metavar="N",
+                     help="a group's on-demand Lambda: processes at once, at most (a core's maxConcurrentLimit, "
+                          f"default {DEFAULT_ON_DEMAND_MAX_PROCESSES})")
     run.add_argument("--allow-platform-mismatch", action="store_true",
                      help="run connectors built for another platform than this machine's (testing only; "
                           "also GGIC_ALLOW_PLATFORM_MISMATCH=1)")
