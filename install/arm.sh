@@ -155,7 +155,13 @@ arm_make_venv() {
 arm_install_python() {
     local source constraints
     source=$(ggic_source)
-    if ggic_installed "$source"; then
+    # Packages with files missing (a directory deleted by hand, a half-finished install): pip still counts them as
+    # installed, so they are reinstalled by name and version (common.sh's broken_distributions).
+    local broken=()
+    if venv_python_ok; then
+        mapfile -t broken < <(broken_distributions)
+    fi
+    if ((${#broken[@]} == 0)) && ggic_installed "$source"; then
         say "ggic and its dependencies are already installed in $VENV: nothing to do"
         return 0
     fi
@@ -168,6 +174,10 @@ arm_install_python() {
     filtered_constraints "$constraints"
     if ((${#DISTRIBUTION_PYTHON_PACKAGES[@]})); then
         say "from the distribution, not PyPI (kept out of pip's constraints): ${DISTRIBUTION_PYTHON_PACKAGES[*]}"
+    fi
+    if ((${#broken[@]})); then
+        say "packages with files missing, reinstalled: ${broken[*]}"
+        run "$VENV/bin/pip" install --disable-pip-version-check --force-reinstall --no-deps "${broken[@]}"
     fi
     if [[ -n $ORT_WHEEL ]]; then
         run "$VENV/bin/pip" install --disable-pip-version-check -c "$constraints" "$ORT_WHEEL"

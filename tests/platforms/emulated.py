@@ -62,6 +62,7 @@ LIMITS = {
     "unpack": 300,
     "install script": 1800,
     "install script, second run": 600,
+    "install script, repair": 600,
     "ggic doctor": 600,
     "connector definition": 300,
     "ggic run until ready": 900,
@@ -254,6 +255,9 @@ def guest_files(root: Path, wheel: Path) -> str:
     for image in IMAGES:
         shutil.copy2(image, target / image.name)
     shutil.copy2(INVOKE_SCRIPT, target / INVOKE_SCRIPT.name)
+    hosts = root / "etc" / "hosts"
+    if not hosts.exists():  # debootstrap writes none; an installed OS has localhost (the IPC endpoint's name)
+        hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     if LOCAL_CAS.is_dir():
         shutil.copytree(LOCAL_CAS, root / LOCAL_CAS.relative_to("/"), dirs_exist_ok=True)
     resolv = root / "etc" / "resolv.conf"
@@ -300,6 +304,16 @@ def run_platform(platform: Platform, wheel: Path, reference: Dict[str, List[floa
         if "nothing to do" not in second or "nothing to install" not in second:
             raise PlatformError(f"the second run of {platform.install_script} did not find everything installed:\n"
                                 f"{second[-2000:]}")
+
+        # A package lost from the venv (deleted by hand): the next run puts it back.
+        repair, seconds = captured(in_guest(root, f"rm -rf {GUEST_VENV}/lib/python3*/site-packages/paho\n"
+                                                  f"bash {script} --wheel {guest_wheel}\n"
+                                                  f"{GUEST_VENV}/bin/python -c 'import paho.mqtt.client'"),
+                                   deadline.limit("install script, repair"), log_file,
+                                   f"{platform.name}: {platform.install_script} after paho was deleted")
+        result.steps["install script, repair"] = round(seconds, 1)
+        if "reinstalled: paho-mqtt==" not in repair:
+            raise PlatformError(f"{platform.install_script} did not repair the deleted paho-mqtt:\n{repair[-2000:]}")
 
         versions, _ = captured(in_guest(root, f"{GUEST_VENV}/bin/python - <<'EOF'\n{VERSIONS_SCRIPT}\nEOF"), 300,
                                log_file, "versions")
