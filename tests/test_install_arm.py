@@ -5,7 +5,11 @@ Their real runs, from a bare Debian to `ggic doctor` and an answer, are `make te
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from bench.material import REPO
 from tests.test_install import INSTALL, JETPACK4, RASPBIAN, commands, debian_x86_64, install, installed
@@ -107,3 +111,38 @@ def test_arm_help_lists_the_options():
     for option in ("--dry-run", "--venv", "--wheel", "--python", "--onnxruntime-wheel"):
         assert option in usage.stdout
     assert "--onnxruntime-wheel" not in install("armv7l.sh", "--help").stdout
+
+
+def pythons() -> list:
+    """This machine's Pythons 3.8-3.13 (pyenv's, else on the PATH): the range the ARM devices run."""
+    found = {}
+    for version in ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13"):
+        for candidate in sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python3")) + [
+                Path(shutil.which(f"python{version}") or "/nonexistent")]:
+            if candidate.is_file():
+                found[version] = candidate
+                break
+    return sorted(found.items())
+
+
+@pytest.mark.parametrize("version, python", pythons() or [pytest.param("none", None, id="none", marks=pytest.mark.skip(
+    reason="no Python 3.8-3.13 found"))], ids=str)
+def test_a_package_with_files_missing_is_found_for_repair_on_every_python(version, python, tmp_path):
+    """Debian Trixie's Python 3.13 leaves missing paths out of Distribution.files: RECORD itself is read."""
+    venv = tmp_path / "venv"
+    subprocess.run([str(python), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    for name, files in (("intact", ["intact/__init__.py"]), ("lost", ["lost/__init__.py", "lost/client.py"])):
+        info = site / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "RECORD").write_text("".join(f"{f},,\n" for f in files + [f"{info.name}/METADATA",
+                                                                           f"{info.name}/RECORD"]))
+        (site / name).mkdir()
+        for f in files:
+            (site / f).write_text("")
+    (site / "lost" / "client.py").unlink()  # deleted by hand
+    result = subprocess.run(["bash", "-c", f"source {INSTALL}/common.sh; VENV={venv}; broken_distributions"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["lost==1.0"], f"Python {version}: {result.stdout!r} {result.stderr}"
