@@ -14,7 +14,8 @@ import pytest
 
 from tests.platforms.emulated import (PlatformResult, compare, connector_definition, parse_answer,
                                       summary_table)
-from tests.platforms.rootfs import PLATFORMS, Mounts, PlatformError, StepTimeout, mounted_under, run_step
+from tests.platforms.rootfs import (PLATFORMS, Mounts, PlatformError, StepTimeout, mounted_under, run_step,
+                                    unmount_leftovers)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 
@@ -123,3 +124,15 @@ def test_the_summary_table_has_every_step_the_answers_and_the_verdict():
     result_row = next(line for line in lines if line.startswith("| result"))
     assert [cell.strip() for cell in result_row.split("|")[2:4]] == ["PASS", "FAIL"]
     assert "x86_64 reference (MXNet, this host): ggic run until ready 9.0 s" in table
+
+
+@needs_root
+def test_mounts_left_by_a_killed_run_are_undone_by_the_next(tmp_path):
+    """SIGKILL leaves no cleanup: the next run unmounts what is left under its directory before it starts."""
+    outer, inner = tmp_path / "run" / "root" / "proc", tmp_path / "run" / "root" / "proc" / "x"
+    outer.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "left", str(outer)], check=True)
+    inner.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "left", str(inner)], check=True)
+    assert unmount_leftovers(tmp_path / "run") == [str(inner), str(outer)]  # the deepest first
+    assert mounted_under(tmp_path) == []

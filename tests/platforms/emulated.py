@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tests.platforms.rootfs import (PLATFORMS, Mounts, Platform, PlatformError, StepTimeout, build_rootfs,
-                                    missing_prerequisites, mounted_under, remove_tree, run_step, tail)
+                                    missing_prerequisites, mounted_under, remove_tree, run_step, tail,
+                                    unmount_leftovers)
 
 log = logging.getLogger("test-platforms")
 
@@ -284,6 +285,7 @@ def run_platform(platform: Platform, wheel: Path, reference: Dict[str, List[floa
             started = time.monotonic()
             build_rootfs(platform, CACHE, log_file, deadline.limit("rootfs (debootstrap)"))
             result.steps["rootfs (debootstrap, once)"] = round(time.monotonic() - started, 1)
+        unmount_leftovers(root.parent)
         remove_tree(root.parent)
         root.mkdir(parents=True)
         result.steps["unpack"] = round(run_step(["tar", "-C", str(root), "--numeric-owner", "-xf", str(tarball)],

@@ -225,6 +225,17 @@ class Mounts:
             raise PlatformError(f"still mounted after cleanup: {left}")
 
 
+def unmount_leftovers(root: Path) -> List[str]:
+    """Unmount what an earlier run killed with SIGKILL (which no cleanup survives) left mounted below `root`,
+    deepest first. Returns what was unmounted."""
+    left = sorted(mounted_under(root), key=len, reverse=True)
+    for point in left:
+        log.warning("unmounting %s, left mounted by an earlier run", point)
+        if subprocess.run(["umount", point], capture_output=True, timeout=60).returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True, timeout=60)
+    return left
+
+
 def remove_tree(root: Path) -> None:
     """Delete an unpacked root filesystem, refusing while anything is mounted below it."""
     if not root.exists():
