@@ -460,7 +460,7 @@ def summary_table(results: Sequence[PlatformResult], reference_steps: Dict[str, 
     rows.append(["Python / numpy / cv2 / onnxruntime"] + [
         " / ".join(r.versions.get(k, "-").split(" ")[0] for k in ("python", "numpy", "cv2", "onnxruntime"))
         for r in results])
-    rows.append(["max |dp| vs x86_64 MXNet"] + [f"{r.max_abs_dp:.1e}" if r.max_abs_dp is not None else "-"
+    rows.append(["largest Δp vs x86_64 MXNet"] + [f"{r.max_abs_dp:.1e}" if r.max_abs_dp is not None else "-"
                                                  for r in results])
     rows.append(["top-1 (here, x86_64)"] + [", ".join(f"{i}: {a}/{b}" for i, (a, b) in r.top1.items()) or "-"
                                              for r in results])
