@@ -16,7 +16,8 @@ RUN_STAMP := $(VENV)/.run-stamp
 PIP    := $(BIN)/pip install --disable-pip-version-check --progress-bar on -c $(CONSTRAINTS)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test wheel wheelhouse bench bench-engines bench-overload venv mosquitto clients lambda-zip clean
+.PHONY: run test test-platforms platform-tools wheel wheelhouse bench bench-engines bench-overload venv mosquitto \
+	clients lambda-zip clean
 
 venv: $(STAMP)
 
@@ -55,6 +56,25 @@ wheel:
 # from build/wheelhouse/, downloaded here once (tests/wheelhouse.py) for this Python and Python 3.8.
 wheelhouse: $(STAMP) wheel
 	$(BIN)/python tests/wheelhouse.py
+
+# The connector on emulated ARM devices (tests/platforms/emulated.py, docs/platforms.md): arm64 and armhf Debian
+# root filesystems (debootstrap, cached under build/platforms/), the platform's install script run for real (apt,
+# PyPI), `ggic doctor`, `ggic run` and one inference per image through the ML SDK, compared with this host's MXNet
+# answer. Needs root and the network; one platform after another, each bounded (--limit, default 30 minutes).
+# Not part of `make test`. PLATFORMS="--platform arm64-bookworm" runs one.
+test-platforms: $(STAMP) wheel platform-tools
+	$(BIN)/python -m tests.platforms.emulated --wheel "$$(ls -t $(WHEEL_DIR)/ggic-*.whl | head -n 1)" $(PLATFORMS) \
+		--summary docs/platforms-results.json
+
+# qemu-user-static + binfmt_misc (ARM binaries run under emulation, inside a chroot) and debootstrap, from Debian.
+platform-tools:
+	@[ "$$(id -u)" = 0 ] || { echo "make test-platforms needs root (debootstrap, chroot, mount)"; exit 1; }
+	@grep -q ' /proc/sys/fs/binfmt_misc ' /proc/mounts || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+	@{ command -v debootstrap >/dev/null && test -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P \
+		&& command -v update-binfmts >/dev/null; } || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq qemu-user-static binfmt-support debootstrap; }
+	@update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+	@update-binfmts --enable qemu-arm >/dev/null 2>&1 || true
 
 # tests/test_real_clients.py runs the Lambdas users have: every greengrasssdk release and numpy for Python 2.7, 3.7
 # and 3.8, installed from PyPI into build/clients/ (once; a Python this machine lacks is skipped with the reason).

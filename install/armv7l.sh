@@ -1,34 +1,47 @@
 #!/usr/bin/env bash
-# The connector's dependencies on a Raspberry Pi (armv7l, Raspberry Pi OS / Debian / Ubuntu 32-bit): the modern
-# equivalent of the documentation's armv7l.sh. PyPI has no MXNet 1.9.1 for armv7l, so the MXNet wheel is yours
-# (--mxnet-wheel, e.g. built from source on the Pi); the script installs everything around it.
+# The connector on a Raspberry Pi (armv7l: Raspberry Pi OS / Debian Bookworm or Trixie, 32-bit). PyPI has no
+# armv7l wheel of MXNet, numpy, OpenCV or ONNX Runtime, so the engine comes from the distribution's archive:
+# python3-numpy and python3-opencv (cv2.dnn serves the converted ONNX model) and, where the archive has it
+# (Debian Trixie), python3-onnxruntime. The venv is made with --system-site-packages to see them; ggic's wheel
+# and its pure-Python dependencies come from PyPI. Run with --help for the options, --dry-run to see what it does.
 set -euo pipefail
 # shellcheck source=install/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# shellcheck source=install/arm.sh
+source "$(dirname "${BASH_SOURCE[0]}")/arm.sh"
 
 SCRIPT_NAME=install/armv7l.sh
-PLATFORM_DESCRIPTION="a Raspberry Pi (armv7l) with Raspberry Pi OS, Debian or Ubuntu"
+PLATFORM_DESCRIPTION="a Raspberry Pi (armv7l) with Raspberry Pi OS or Debian (Bookworm, Trixie)"
 ACCEPTED_ARCHES=(armv7l armv8l)
-SUPPORTED_OS_IDS=(raspbian debian ubuntu)
-SUPPORTED_OS_DESCRIPTION="Raspberry Pi OS, Debian and Ubuntu"
-# What an MXNet built on the Pi links (OpenBLAS, LAPACK, gfortran 5, OpenMP), plus the C++ runtime.
-APT_PACKAGES=(libopenblas0 liblapack3 libgfortran5 libgomp1 libstdc++6)
+SUPPORTED_OS_IDS=(raspbian debian)
+SUPPORTED_OS_DESCRIPTION="Raspberry Pi OS and Debian (Bookworm, Trixie)"
+NEED_SYSTEM_SITE_PACKAGES=1
+ARM_EXTRA_USAGE="" ARM_EXTRA_OPTIONS=""
 PLATFORM_NOTES="
-PyPI has no MXNet 1.9.1 for armv7l: build it (docs/deployment.md: Installing the dependencies) and pass --mxnet-wheel FILE.
-numpy and OpenCV come from the configured indexes (Raspberry Pi OS adds piwheels.org); if OpenCV has no wheel,
-apt-get install python3-opencv and use --system-site-packages."
+Engines: ONNX Runtime where the archive has python3-onnxruntime (Debian Trixie), else OpenCV's cv2.dnn
+(python3-opencv); \`ggic run\` picks the first that imports. MXNet does not exist for armv7l."
 
-platform_checks() {
-    if [[ -z $MXNET_WHEEL ]] && ! python_dependencies_installed; then
-        die "PyPI has no MXNet 1.9.1 for armv7l (only x86_64 and aarch64 wheels): build it from source (docs/deployment.md: Installing the dependencies) and run $SCRIPT_NAME --mxnet-wheel path/to/mxnet-1.9.1-*.whl"
+arm_packages() {
+    APT_PACKAGES=(ca-certificates python3 python3-venv python3-numpy python3-opencv)
+    DISTRIBUTION_PYTHON_PACKAGES=(numpy opencv-python-headless opencv-python onnxruntime)
+    if apt_has python3-onnxruntime; then
+        APT_PACKAGES+=(python3-onnxruntime)
+    else
+        say "the archive has no python3-onnxruntime (Debian has it from Trixie on): OpenCV's cv2.dnn will serve"
     fi
-    # The documentation's advice: pip building or unpacking ML packages can exhaust a Pi's memory and hang it.
+    PIP_ENGINE_PACKAGES=()
+    # The documentation's advice: pip unpacking packages can exhaust a Pi's memory and hang it.
     local memory_kb swap_kb
     memory_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null || echo 0)
     swap_kb=$(awk '/^SwapTotal:/ {print $2}' /proc/meminfo 2>/dev/null || echo 0)
-    if (((${memory_kb:-0} + ${swap_kb:-0}) < 2 * 1024 * 1024)); then
-        warn "only $(((${memory_kb:-0} + ${swap_kb:-0}) / 1024)) MiB of memory and swap: pip may run the Pi out of memory. Raise CONF_SWAPSIZE in /etc/dphys-swapfile (e.g. 2048), then: sudo /etc/init.d/dphys-swapfile restart"
+    if (((${memory_kb:-0} + ${swap_kb:-0}) < 1024 * 1024)); then
+        warn "only $(((${memory_kb:-0} + ${swap_kb:-0}) / 1024)) MiB of memory and swap: raise CONF_SWAPSIZE in /etc/dphys-swapfile (e.g. 1024), then: sudo /etc/init.d/dphys-swapfile restart"
     fi
 }
 
-main_install "$@"
+arm_checks() {
+    "$VENV/bin/python" -c 'import cv2; cv2.dnn.readNetFromONNX' ||
+        die "OpenCV in $VENV has no cv2.dnn: apt-get install --reinstall python3-opencv"
+}
+
+arm_install "$@"

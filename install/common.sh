@@ -277,11 +277,15 @@ EOF
 broken_distributions() {
     [[ -x $VENV/bin/python ]] || return 0
     "$VENV/bin/python" - <<'EOF'
+import csv
 import importlib.metadata as metadata
+import io
 
+# RECORD itself, not Distribution.files: from Python 3.13 on, files leaves out the paths that no longer exist.
 for distribution in metadata.distributions():
-    files = distribution.files or []
-    if any(not str(f).endswith(".pyc") and not f.locate().exists() for f in files):
+    record = distribution.read_text("RECORD") or ""
+    paths = [row[0] for row in csv.reader(io.StringIO(record)) if row]
+    if any(not path.endswith(".pyc") and not distribution.locate_file(path).exists() for path in paths):
         print("%s==%s" % (distribution.metadata["Name"], distribution.version))
 EOF
 }

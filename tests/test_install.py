@@ -90,43 +90,7 @@ def test_x86_64_dry_run_prints_the_apt_and_pip_commands_and_changes_nothing(tmp_
     assert not venv.exists() and dpkg_state() == before
 
 
-@debian_x86_64
-def test_armv7l_dry_run_installs_the_given_mxnet_wheel_and_the_blas_packages(tmp_path):
-    wheel = tmp_path / "mxnet-1.9.1-cp311-cp311-linux_armv7l.whl"
-    wheel.write_bytes(b"")
-    venv = tmp_path / "venv"
-    result = install("armv7l.sh", "--dry-run", "--venv", str(venv), "--mxnet-wheel", str(wheel), arch="armv7l",
-                     os_release=RASPBIAN, tmp_path=tmp_path)
-    assert result.returncode == 0, result.stderr
-    printed = commands(result.stdout)
-    missing = [p for p in ["libopenblas0", "liblapack3", "libgfortran5", "libgomp1", "libstdc++6"] if not installed(p)]
-    if missing:
-        assert "apt-get update" in printed
-        assert any(c.endswith("apt-get install -y --no-install-recommends " + " ".join(missing)) for c in printed)
-    assert f"{venv}/bin/pip install --disable-pip-version-check --no-deps {wheel}" in printed
-    assert not venv.exists()
-
-
-def test_armv7l_without_an_mxnet_wheel_says_pypi_has_none(tmp_path):
-    result = install("armv7l.sh", "--dry-run", "--venv", str(tmp_path / "venv"), arch="armv7l",
-                     os_release=RASPBIAN, tmp_path=tmp_path)
-    assert result.returncode == 1
-    assert "PyPI has no MXNet 1.9.1 for armv7l" in result.stderr and "--mxnet-wheel" in result.stderr
-
-
-@debian_x86_64
-def test_jetson_dry_run_installs_python38_on_jetpack4_and_warns_about_cpu_only_mxnet(tmp_path):
-    venv = tmp_path / "venv"
-    result = install("nvidiajtx2.sh", "--dry-run", "--venv", str(venv), arch="aarch64", os_release=JETPACK4,
-                     tmp_path=tmp_path)
-    assert result.returncode == 0, result.stderr
-    printed = commands(result.stdout)
-    apt = next(c for c in printed if "apt-get install" in c)
-    for package in ("libopenblas-dev", "liblapack-dev", "python3.8", "python3.8-venv"):
-        assert package in apt.split() or installed(package)
-    assert f"python3.8 -m venv {venv}" in printed
-    assert "CPU-only mxnet 1.9.1" in result.stderr
-    assert not venv.exists()
+# The ARM scripts (install/armv7l.sh, install/nvidiajtx2.sh): tests/test_install_arm.py.
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
