@@ -16,7 +16,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 PIP    := $(BIN)/pip install --disable-pip-version-check --progress-bar on -c $(CONSTRAINTS)
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test test-platforms platform-tools wheel wheelhouse bench bench-engines bench-overload venv mosquitto \
+.PHONY: run test test-platforms test-converter-depths platform-tools wheel wheelhouse bench bench-engines bench-overload venv mosquitto \
 	clients lambda-zip clean
 
 venv: $(STAMP)
@@ -65,6 +65,11 @@ wheelhouse: $(STAMP) wheel
 test-platforms: $(STAMP) wheel platform-tools
 	$(BIN)/python -m tests.platforms.emulated --wheel "$$(ls -t $(WHEEL_DIR)/ggic-*.whl | head -n 1)" $(PLATFORMS) \
 		--summary docs/platforms-results.json
+
+# The converter against MXNet on every SageMaker ResNet depth (make test runs 18, 50 and 20; this adds 34, 101, 152,
+# 200 and 32, 44, 56, 110): about 2 minutes.
+test-converter-depths: $(STAMP)
+	CONVERTER_ALL_DEPTHS=1 $(BIN)/python -m pytest -q tests/test_onnx_converter.py
 
 # qemu-user-static + binfmt_misc (ARM binaries run under emulation, inside a chroot) and debootstrap, from Debian.
 platform-tools:
