@@ -474,6 +474,7 @@ def summary_table(results: Sequence[PlatformResult], reference_steps: Dict[str, 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    global MODEL
     parser = argparse.ArgumentParser(prog="make test-platforms", description=__doc__.split("\n\n")[0])
     parser.add_argument("--platform", action="append", choices=sorted(PLATFORMS),
                         help="run only this platform (repeatable; default: all)")
@@ -483,11 +484,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--limit", type=float, default=1800, help="seconds per platform, all steps (default 1800)")
     parser.add_argument("--keep", action="store_true", help="keep each unpacked root filesystem (unmounted)")
     parser.add_argument("--summary", type=Path, help="also write the results' JSON here (e.g. docs/...)")
+    parser.add_argument("--model", type=Path, help=f"another SageMaker model folder (default: {MODEL.relative_to(REPO)})")
+    parser.add_argument("--image", type=Path, action="append", default=[],
+                        help="another image to classify (repeatable; default: a PNG digit and a JPEG photograph)")
     args = parser.parse_args(argv)
-    with contextlib.suppress(ImportError, AssertionError, KeyError):
-        from bench.material import photo_files
+    if args.model:
+        MODEL = args.model.resolve()
+    if args.image:
+        IMAGES[:] = [image.resolve() for image in args.image]
+    else:
+        with contextlib.suppress(ImportError, AssertionError, KeyError):
+            from bench.material import photo_files
 
-        IMAGES.append(photo_files()["grace_hopper"][1])
+            IMAGES.append(photo_files()["grace_hopper"][1])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     signal.signal(signal.SIGTERM, _raise_interrupted)
 
