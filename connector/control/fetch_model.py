@@ -21,11 +21,9 @@ Credentials, region and endpoints come from the standard AWS configuration (`AWS
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import datetime
 import errno
-import fcntl
 import gzip
 import hashlib
 import json
@@ -38,9 +36,9 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, TextIO, Tuple, Union
+from typing import Any, Callable, ContextManager, Dict, Optional, TextIO, Tuple, Union
 
-from connector.contract import archives
+from connector.contract import archives, file_lock
 from connector.image_classification import artifact
 from connector.image_classification.errors import ModelArtifactError, TrainingJobError
 from connector.contract.catalog import InvalidTrainingJobArnError, normalise_training_job_arn, training_job_name
@@ -366,16 +364,9 @@ def _check_destination(destination: Path) -> None:
         f"so give a new or empty directory (or one a previous fetch-model wrote)")
 
 
-@contextlib.contextmanager
-def _locked(destination: Path) -> Iterator[None]:
+def _locked(destination: Path) -> ContextManager[None]:
     """One fetch per destination at a time (two deployments, or a deployment and a user)."""
-    lock_path = destination.parent / f".{destination.name}.ggic-fetch.lock"
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return file_lock.exclusive(destination.parent / f".{destination.name}.ggic-fetch.lock")
 
 
 _RENAME_EXCHANGE = 2

@@ -18,16 +18,14 @@ Everything lives under `<state-dir>/groups/<group-id>/`: `group.json` (the group
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime
-import fcntl
 import json
 import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 
 from connector.control.definition_store import (
     ConnectorDefinitionStore,
@@ -36,6 +34,7 @@ from connector.control.definition_store import (
     ResourceDefinitionStore,
     SubscriptionDefinitionStore,
 )
+from connector.contract import file_lock
 from connector.control import function_definitions
 from connector.core.group_functions import GroupFunction
 from connector.core.runtime import DEFAULT_ACCOUNT_ID, ConnectorDeployment
@@ -292,15 +291,9 @@ class GroupStore:
     def _group_dir(self, group_id: str) -> Path:
         return self.directory / group_id
 
-    @contextlib.contextmanager
-    def _locked(self, group_id: str) -> Iterator[None]:
+    def _locked(self, group_id: str) -> ContextManager[None]:
         """Serialise read-modify-write of one group's files (CLI commands and the runtime run side by side)."""
-        with open(self._group_dir(group_id) / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return file_lock.exclusive(self._group_dir(group_id) / ".lock")
 
     def _arn(self, group_id: str) -> str:
         return f"arn:aws:greengrass:{self.region}:{self.account_id}:/greengrass/groups/{group_id}"

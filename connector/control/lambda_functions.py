@@ -18,7 +18,6 @@ import contextlib
 import copy
 import dataclasses
 import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from connector.contract import archives
+from connector.contract import archives, file_lock
 from connector.contract.environment import (
     ARCHIVE_MAX_MEMBER_BYTES_ENV,
     ARCHIVE_MAX_MEMBERS_ENV,
@@ -188,12 +187,8 @@ class LambdaFunctionStore:
         for folder in ("functions", "packages", "code"):
             (self.directory / folder).mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
-        with open(self.directory / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_lock.exclusive(self.directory / ".lock"):
+            yield
 
     # --- packages ---
 

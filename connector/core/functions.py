@@ -258,10 +258,7 @@ class FunctionProcess:
             if process is not self._process or process.poll() is not None:
                 return
             self._kill_reason = self._kill_reason or reason
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            process.kill()
+        _kill_process_group(process)
 
     def stop(self) -> None:
         with self._lock:
@@ -271,10 +268,7 @@ class FunctionProcess:
         if process is not None:
             stop_process(process, STOP_GRACE_S)
             if self.spec.group_function:  # what a user Lambda started in its session goes with it
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _kill_process_group(process)
         if self.watchdog is not None and process is not None:
             self.watchdog.unwatch(process.pid)
         if self.credentials is not None:
@@ -297,3 +291,11 @@ class FunctionProcess:
 
     def health(self) -> Dict[str, object]:
         return worker_health(self.spec.arn, self.worker_id, self.pid, self.state, self.queue.in_flight > 0)
+
+
+def _kill_process_group(process: subprocess.Popen) -> None:
+    """SIGKILL the process and everything in the session it leads (it was started with start_new_session)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()

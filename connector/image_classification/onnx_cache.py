@@ -14,7 +14,6 @@ model side by side) is then never held against the worker's LocalInferenceServic
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -22,11 +21,12 @@ import os
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
+from connector.contract import file_lock
+from connector.contract.environment import MODEL_CACHE_ENV
 from connector.image_classification.artifact import ModelArtifact
 from connector.image_classification.errors import ModelArtifactError, error_class
 from connector.image_classification.onnx_export import CONVERTER_VERSION, TARGETS, convert
@@ -38,14 +38,23 @@ _BLOCK = 1 << 20
 
 
 def cache_root(cache_dir: Optional[Path]) -> Path:
-    return (cache_dir or Path(tempfile.gettempdir()) / f"ggic-model-cache-{os.getuid()}") / "onnx"
+    """`<cache_dir>/onnx`; without one, under the model cache the runtime names (GGIC_MODEL_CACHE), else a private
+    folder in the temporary directory."""
+    if cache_dir is None:
+        named = os.environ.get(MODEL_CACHE_ENV)
+        cache_dir = Path(named) if named else Path(tempfile.gettempdir()) / f"ggic-model-cache-{os.getuid()}"
+    return cache_dir / "onnx"
+
+
+def _hash_file(sha: "hashlib._Hash", path: Path) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_BLOCK), b""):
+            sha.update(block)
 
 
 def file_sha256(path: Path) -> str:
     sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            sha.update(block)
+    _hash_file(sha, path)
     return sha.hexdigest()
 
 
@@ -55,9 +64,7 @@ def artifact_digest(artifact: ModelArtifact, shape: Tuple[int, int, int], target
     sha = hashlib.sha256(f"ggic-onnx converter {CONVERTER_VERSION} {target} shape {tuple(shape)}\n".encode())
     for path in (artifact.symbol_path, artifact.params_path):
         sha.update(f"{path.stat().st_size}\n".encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(_BLOCK), b""):
-                sha.update(block)
+        _hash_file(sha, path)
     return sha.hexdigest()
 
 
@@ -90,16 +97,6 @@ def stale_reason(onnx_path: Path, sidecar: Path, digest: str) -> Optional[str]:
     return None
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text)
@@ -116,7 +113,7 @@ def cached_onnx(artifact: ModelArtifact, shape: Tuple[int, int, int], cache_dir:
     shape = tuple(int(d) for d in shape)  # type: ignore[assignment]
     onnx_path, sidecar = entry_paths(artifact, shape, cache_dir, target)
     onnx_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _locked(onnx_path.with_suffix(".lock")):
+    with file_lock.exclusive(onnx_path.with_suffix(".lock")):
         digest = artifact_digest(artifact, shape, target)
         reason = stale_reason(onnx_path, sidecar, digest)
         if reason is None:

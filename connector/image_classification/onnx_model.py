@@ -15,13 +15,11 @@ installed onnxruntime has one.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from connector.contract.environment import MODEL_CACHE_ENV
 from connector.image_classification.accelerator import gpu_unavailable
 from connector.image_classification.artifact import ModelArtifact
 from connector.image_classification.errors import EngineUnavailableError
@@ -80,8 +78,6 @@ class OnnxClassifierModel:
                 gpu_unavailable(f"GPUAcceleration=GPU, but the installed onnxruntime {ort.__version__} has no "
                                 f"{CUDA_PROVIDER} (it has {', '.join(available)}): install onnxruntime-gpu (on a "
                                 f"Jetson, NVIDIA's onnxruntime-gpu wheel for its JetPack) or set GPUAcceleration=CPU")
-        if cache_dir is None and os.environ.get(MODEL_CACHE_ENV):
-            cache_dir = Path(os.environ[MODEL_CACHE_ENV])
         self.onnx_path = cached_onnx(artifact, (shape.channels, shape.height, shape.width), cache_dir)
         try:
             self._session = onnx_session(self.onnx_path, self.threads, spinning, providers)

@@ -11,13 +11,11 @@ already the probability vector: it is returned as is (a second softmax would fla
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
 
-from connector.contract.environment import MODEL_CACHE_ENV
 from connector.image_classification.artifact import ModelArtifact
 from connector.image_classification.accelerator import gpu_unavailable
 from connector.image_classification.errors import ModelArtifactError
@@ -45,8 +43,6 @@ class OpenCvClassifierModel:
         self.artifact = artifact
         self.shape = shape
         self.threads = threads or engine_threads()
-        if cache_dir is None and os.environ.get(MODEL_CACHE_ENV):
-            cache_dir = Path(os.environ[MODEL_CACHE_ENV])
         self.context = "cpu"
         use_cuda = False
         if gpu_acceleration == "GPU":
