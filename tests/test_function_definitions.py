@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -200,7 +199,7 @@ def test_an_alias_moved_and_redeployed_swaps_the_code_without_a_failed_call(tmp_
     version 1 until the switch and version 2 after it, and the old process ends."""
     from bench.harness import GGICRuntime
     from conftest import process_running
-    from test_group_functions import forget_greengrass_sdk, invoke
+    from test_group_functions import calling_continuously, forget_greengrass_sdk
 
     cli = Lambda(tmp_path / "state")
     v1 = write_package(tmp_path, "v1.zip", {"app.py": VERSIONED_SOURCE.format(version="1")})
@@ -217,33 +216,21 @@ def test_an_alias_moved_and_redeployed_swaps_the_code_without_a_failed_call(tmp_
         for name, value in runtime.client_env.items():
             monkeypatch.setenv(name, value)
         forget_greengrass_sdk()
-        answers: list = []
-        stop = threading.Event()
-
-        def call_continuously() -> None:
-            n = 0
-            while not stop.is_set():
-                n += 1
-                answers.append(invoke("app", {"n": n}, qualifier="prod"))
-
-        caller = threading.Thread(target=call_continuously)
-        caller.start()
         try:
-            began = time.monotonic()
-            while len(answers) < 5 and time.monotonic() - began < 60:
-                time.sleep(0.05)
-            v2 = write_package(tmp_path, "v2.zip", {"app.py": VERSIONED_SOURCE.format(version="2")})
-            cli("update-function-code", "--function-name", "app", "--zip-file", f"fileb://{v2}", "--publish")
-            cli("update-alias", "--function-name", "app", "--name", "prod", "--function-version", "2")
-            began = time.monotonic()
-            cli("create-deployment", "--group-id", group_id, "--deployment-type", "NewDeployment")
-            swap_s = time.monotonic() - began  # the command returns once the new deployment serves
-            count = len(answers)
-            while len(answers) < count + 5 and time.monotonic() - began < 3 * swap_s + 30:
-                time.sleep(0.05)
+            with calling_continuously("app", "prod") as answers:
+                began = time.monotonic()
+                while len(answers) < 5 and time.monotonic() - began < 60:
+                    time.sleep(0.05)
+                v2 = write_package(tmp_path, "v2.zip", {"app.py": VERSIONED_SOURCE.format(version="2")})
+                cli("update-function-code", "--function-name", "app", "--zip-file", f"fileb://{v2}", "--publish")
+                cli("update-alias", "--function-name", "app", "--name", "prod", "--function-version", "2")
+                began = time.monotonic()
+                cli("create-deployment", "--group-id", group_id, "--deployment-type", "NewDeployment")
+                swap_s = time.monotonic() - began  # the command returns once the new deployment serves
+                count = len(answers)
+                while len(answers) < count + 5 and time.monotonic() - began < 3 * swap_s + 30:
+                    time.sleep(0.05)
         finally:
-            stop.set()
-            caller.join()
             forget_greengrass_sdk()
         assert [answer for error, answer in answers if error] == []
         versions = [answer["version"] for _, answer in answers]

@@ -9,6 +9,7 @@ started in this process, and this test process calls the Lambdas over the real I
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -111,6 +112,28 @@ def invoke(name: str, event: dict, qualifier: Optional[str] = None) -> Tuple[str
                                                     InvocationType="RequestResponse", Payload=json.dumps(event))
     payload = answer["Payload"]
     return answer.get("FunctionError", ""), json.loads(payload if isinstance(payload, bytes) else payload.read())
+
+
+@contextlib.contextmanager
+def calling_continuously(name: str, qualifier: str) -> Iterator[List[Tuple[str, dict]]]:
+    """A client calling `name:qualifier` one call after another (event {"n": 1, 2, ...}) until the block ends:
+    yields the list its answers go into, (FunctionError, answer) each."""
+    answers: List[Tuple[str, dict]] = []
+    stop = threading.Event()
+
+    def call() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            answers.append(invoke(name, {"n": n}, qualifier=qualifier))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        caller.join()
 
 
 def succeeded(name: str, event: dict, qualifier: Optional[str] = None) -> dict:
@@ -351,18 +374,7 @@ def test_an_alias_moved_to_a_new_version_is_swapped_without_a_failed_call(tmp_pa
     try:
         act_as_client(runtime, monkeypatch)
         forget_greengrass_sdk()
-        answers: List[Tuple[str, dict]] = []
-        stop = threading.Event()
-
-        def call_continuously() -> None:
-            n = 0
-            while not stop.is_set():
-                n += 1
-                answers.append(invoke("classify", {"n": n}, qualifier="prod"))
-
-        caller = threading.Thread(target=call_continuously)
-        caller.start()
-        try:
+        with calling_continuously("classify", "prod") as answers:
             while len(answers) < 5:
                 time.sleep(0.05)
             began = time.monotonic()
@@ -373,9 +385,6 @@ def test_an_alias_moved_to_a_new_version_is_swapped_without_a_failed_call(tmp_pa
             count = len(answers)
             while len(answers) < count + 5 and time.monotonic() - began < swap_s * 3 + 10:
                 time.sleep(0.05)
-        finally:
-            stop.set()
-            caller.join()
         assert ("deployment-2", "Success", "") in source.reports
         failures = [answer for error, answer in answers if error]
         assert failures == []
