@@ -18,17 +18,19 @@ from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script (`make wheelhouse`)
+    sys.path.insert(0, str(REPO))
+from install.constraints.resolve import constraints_for  # noqa: E402  (the pins the install scripts choose)
+
 WHEELHOUSE = REPO / "build" / "wheelhouse"
 PYTHONS = (sys.executable, "python3.8")  # the first by path, the other by its Lambda runtime name
 BUILD_BACKEND = ("setuptools", "wheel")
 
 
-def constraints_for(python: str) -> Path:
-    """install/constraints/pyXY.txt where that Python has its own pins, else install/constraints.txt."""
-    tag = subprocess.run([python, "-c", "import sys; print('%d%d' % sys.version_info[:2])"], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    own = REPO / "install" / "constraints" / f"py{tag}.txt"
-    return own if own.is_file() else REPO / "install" / "constraints.txt"
+def python_version(python: str) -> str:
+    """"3.8": that interpreter's version, as the pins are chosen by it."""
+    return subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
 def download(python: str, wheel: Path) -> Optional[str]:
@@ -42,7 +44,7 @@ def download(python: str, wheel: Path) -> Optional[str]:
             found = resolve(python).path
         except InterpreterNotFoundError as exc:
             return str(exc)
-    constraints = constraints_for(found)
+    constraints = constraints_for(python_version(found))
     digest = hashlib.sha256(constraints.read_bytes() + (REPO / "setup.py").read_bytes()).hexdigest()[:16]
     stamp = WHEELHOUSE / f".{Path(found).name}-{digest}"
     if stamp.exists():
